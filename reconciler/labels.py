@@ -1,0 +1,31 @@
+"""Label keys we put on Docker objects; ownership is decided by these labels and nothing else.
+
+The ``com.docker.compose.*`` keys are Docker Compose v2's own, so ``docker compose -p NAME ps/logs/down``
+keep working on what we create. The ``io.reconciler.*`` keys are ours.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+COMPOSE = "com.docker.compose"
+PROJECT: Final = f"{COMPOSE}.project"
+SERVICE: Final = f"{COMPOSE}.service"
+CONTAINER_NUMBER: Final = f"{COMPOSE}.container-number"
+ONEOFF: Final = f"{COMPOSE}.oneoff"
+CONFIG_HASH: Final = f"{COMPOSE}.config-hash"
+WORKING_DIR: Final = f"{COMPOSE}.project.working_dir"
+CONFIG_FILES: Final = f"{COMPOSE}.project.config_files"
+DEPENDS_ON: Final = f"{COMPOSE}.depends_on"
+IMAGE: Final = f"{COMPOSE}.image"
+NETWORK: Final = f"{COMPOSE}.network"
+VOLUME: Final = f"{COMPOSE}.volume"
+VERSION: Final = f"{COMPOSE}.version"
+
+OURS = "io.reconciler"
+MANAGED: Final = f"{OURS}.managed"  # "true" on every object we create
+APP: Final = f"{OURS}.app"
+ENVIRONMENT: Final = f"{OURS}.environment"
+BRANCH: Final = f"{OURS}.branch"
+EPHEMERAL: Final = f"{OURS}.ephemeral"  # "true" only on stacks removed with their branch
+COMMIT: Final = f"{OURS}.commit"
