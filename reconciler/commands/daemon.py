@@ -1,0 +1,269 @@
+"""CLI handlers for the daemon commands: run, sync, status, history, rollback, suspend, resume.
+
+Each loads environments.yaml, opens the state database and, when it needs Docker, the engine adapter.
+``status`` asks a running daemon's API first (so CLI, page and metrics agree) and computes locally otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from reconciler.errors import ConfigError
+from reconciler.status import DeployRecord, EnvironmentStatus, Result
+
+if TYPE_CHECKING:
+    from reconciler.config import Config
+    from reconciler.daemon.core import Daemon
+
+
+def main(args: argparse.Namespace) -> int:
+    handler = {
+        "run": _run,
+        "sync": _sync,
+        "status": _status,
+        "history": _history,
+        "rollback": _rollback,
+        "suspend": _suspend,
+        "resume": _resume,
+    }[args.command]
+    return handler(args)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    from reconciler.config import load_config
+
+    return load_config(args.config)
+
+
+def _daemon(cfg: Config, *, metrics: bool = False) -> Daemon:
+    from reconciler.converge import Converger
+    from reconciler.daemon.core import Daemon
+    from reconciler.engine import DockerEngine
+    from reconciler.state import State
+
+    m = None
+    if metrics:
+        from reconciler.report.metrics import Metrics
+
+        m = Metrics()
+    return Daemon(
+        cfg, state=State.open(cfg.state_dir), converger=Converger(DockerEngine.from_env()), metrics=m
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from reconciler import logs
+    from reconciler.daemon.runtime import Runtime
+
+    cfg = _config(args)
+    logs.configure()
+    return Runtime(_daemon(cfg, metrics=True)).run_forever()
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from reconciler import logs
+
+    cfg = _config(args)
+    logs.configure()
+    daemon = _daemon(cfg)
+    only = set(args.targets) or None
+    if only:
+        known = {e.name for a in cfg.apps for e in a.environments}
+        for name in only:
+            if name not in known and not any(t.project == name for t in daemon._targets.values()):
+                # A project not yet known is fine if a poll creates it; checked again after the pass.
+                pass
+    for app in cfg.apps:
+        daemon.poll(app.name, only=only, trigger="sync")
+    daemon.queue.wait_idle()
+    daemon.queue.shutdown(cancel=False)
+    failed = False
+    statuses = daemon.environments()
+    seen = set()
+    for app_name, view in daemon._views.items():
+        if view.error:
+            print(f"{app_name}: git error: {view.error}", file=sys.stderr)
+            failed = True
+    for s in statuses:
+        if not s.project:
+            continue
+        if only and s.project not in only and s.environment not in only:
+            continue
+        seen.add(s.project)
+        seen.add(s.environment)
+        outcome = daemon._outcomes.get(s.project)
+        if outcome is None:
+            print(f"{s.project}: up to date at {(s.deployed_commit or '-')[:12]}")
+            continue
+        line = f"{s.project}: {outcome.result} at {outcome.commit[:12]}"
+        if outcome.rolled_back_to:
+            line += f" (rolled back to {outcome.rolled_back_to[:12]})"
+        print(line)
+        if outcome.result not in (Result.SUCCESS, Result.NOOP):
+            failed = True
+            print(f"  {outcome.error}", file=sys.stderr)
+    missing = sorted((only or set()) - seen)
+    if missing:
+        print(f"no environment or project named: {', '.join(missing)}", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
+
+
+def _api_status(cfg: Config) -> list[dict[str, Any]] | None:
+    host, port = cfg.listen
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/api/environments", timeout=2) as resp:  # noqa: S310
+            data = json.load(resp)
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+    return data if isinstance(data, list) else None
+
+
+def status_dict(s: EnvironmentStatus) -> dict[str, Any]:
+    """The JSON shape shared by `reconciler status --format json` and /api/environments."""
+    from reconciler.report.api import environment_json
+
+    return environment_json(s)
+
+
+def _status(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    rows = _api_status(cfg)
+    if rows is None:
+        daemon = _daemon(cfg)
+        daemon.check_drift()
+        rows = [status_dict(s) for s in daemon.environments()]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    _table(
+        ["APP", "ENVIRONMENT", "PROJECT", "BRANCH", "HEAD", "DEPLOYED", "SYNC", "HEALTH", "LAST DEPLOY"],
+        [
+            [
+                r["app"],
+                r["environment"] or "-",
+                r["project"] or "-",
+                r["branch"],
+                (r.get("head_commit") or "-")[:8],
+                (r.get("deployed_commit") or "-")[:8],
+                r["sync"],
+                r["health"] + (" (suspended)" if r.get("suspended") else ""),
+                _last(r),
+            ]
+            for r in rows
+        ],
+    )
+    return 0
+
+
+def _last(r: dict[str, Any]) -> str:
+    last = r.get("last_deploy")
+    if not last:
+        return r.get("error") or "-"
+    when = _when(last.get("finished") or last.get("started"))
+    text = f"{last['result']} {when} ({(last.get('commit') or '')[:8]})"
+    if last.get("error"):
+        text += f": {last['error'].splitlines()[0][:80]}"
+    return text
+
+
+def _when(ts: float | None) -> str:
+    if not ts:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    for row in [header, *rows]:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+
+
+def _history(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    daemon = _daemon(cfg)
+    target = daemon.find_target(args.target)
+    records = daemon.state.history(target.project)
+    if args.format == "json":
+        print(json.dumps([_record_json(r) for r in records], indent=2))
+        return 0
+    _table(
+        ["ID", "STARTED", "COMMIT", "TRIGGER", "RESULT", "ERROR"],
+        [
+            [
+                str(r.id),
+                _when(r.started),
+                r.commit[:12],
+                r.trigger + (f" of {r.rollback_of[:8]}" if r.rollback_of else ""),
+                str(r.result),
+                (r.error.splitlines()[0][:100] if r.error else ""),
+            ]
+            for r in records
+        ],
+    )
+    return 0
+
+
+def _record_json(r: DeployRecord) -> dict[str, Any]:
+    d = asdict(r)
+    d["result"] = str(r.result)
+    return d
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    daemon = _daemon(cfg)
+    target = daemon.find_target(args.target)
+    records = daemon.state.history(target.project, limit=500)
+    current = daemon.state.last_applied(target.project)
+    if args.to:
+        want = args.to.lower()
+        commits = [r.commit for r in records if r.commit.startswith(want)]
+        if not commits:
+            raise ConfigError(
+                f"commit {args.to!r} was never deployed to {target.project}",
+                hint=f"see `reconciler history -c {args.config} {target.project}`",
+            )
+        commit = commits[0]
+    else:
+        good = [r.commit for r in records if r.result is Result.SUCCESS and r.commit != current]
+        if not good:
+            raise ConfigError(f"{target.project} has no earlier successful deploy to roll back to")
+        commit = good[0]
+    # Pin, so the daemon keeps this revision instead of redeploying the branch head (`resume` unpins).
+    daemon.state.pin(target.project, commit)
+    outcome = daemon.deployer.rollback(target, commit, failed_commit=current, trigger="manual-rollback")
+    if outcome.result is not Result.SUCCESS:
+        print(f"rollback of {target.project} to {commit[:12]} failed: {outcome.error}", file=sys.stderr)
+        return 1
+    print(
+        f"{target.project}: rolled back to {commit[:12]} (pinned; `reconciler resume` follows the branch again)"
+    )
+    return 0
+
+
+def _suspend(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    daemon = _daemon(cfg)
+    target = daemon.find_target(args.target)
+    daemon.state.suspend(target.project, args.reason or "suspended by hand")
+    print(f"{target.project}: suspended (observed, not changed)")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    daemon = _daemon(cfg)
+    target = daemon.find_target(args.target)
+    daemon.state.resume(target.project)
+    daemon.state.unpin(target.project)
+    daemon.state.clear_failed(target.project)
+    print(f"{target.project}: resumed (follows branch {target.branch!r})")
+    return 0

@@ -1,0 +1,425 @@
+"""The daemon: polls git, decides which environments exist at which commit, and feeds the workers.
+
+Called by ``reconciler run`` (with the scheduler and HTTP server) and by ``reconciler sync`` (one pass).
+Implements ``reconciler.report.view.DaemonView`` for the status page, the JSON API and the metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler import labels as L
+from reconciler import logs
+from reconciler.daemon.deploy import Deployer, Outcome, Target
+from reconciler.daemon.ratelimit import RateLimit
+from reconciler.daemon.workqueue import Job, WorkQueue
+from reconciler.errors import DockerError, GitError, ReconcilerError
+from reconciler.status import Drift, DriftReason, EnvironmentStatus, Health, Result, Sync
+
+if TYPE_CHECKING:
+    from reconciler.config import AppConfig, Config, EnvConfig
+    from reconciler.converge import Converger
+    from reconciler.report.metrics import Metrics
+    from reconciler.source import GitSource
+    from reconciler.state import State
+
+
+@dataclass
+class AppView:
+    """What the daemon last learned about one app from git."""
+
+    heads: dict[str, str] = field(default_factory=dict)
+    error: str = ""
+    polled: float = 0.0
+    refused: dict[str, str] = field(default_factory=dict)  # branch -> why no environment
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        state: State,
+        converger: Converger,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        from reconciler.source import GitSource
+
+        self.config = config
+        self.state = state
+        self.converger = converger
+        self.metrics = metrics
+        self.clock = clock
+        self._apps: dict[str, AppConfig] = {a.name: a for a in config.apps}
+        self._sources: dict[str, GitSource] = {
+            a.name: GitSource(a.name, a.repo, Path(config.state_dir) / "git") for a in config.apps
+        }
+        self.deployer = Deployer(config, state, converger, metrics, self._sources.__getitem__, clock)
+        self.queue = WorkQueue(config.max_concurrent_deploys)
+        self.heal_limit = RateLimit(limit=5, window=600.0)
+        self._lock = threading.RLock()
+        self._views: dict[str, AppView] = {name: AppView() for name in self._apps}
+        self._targets: dict[str, Target] = {}
+        self._drifts: dict[str, tuple[Drift, ...]] = {}
+        self._health: dict[str, Health] = {}
+        self._outcomes: dict[str, Outcome] = {}
+        self._commit_times: dict[str, float] = {}
+        self._docker_up = True
+        self._polling: set[str] = set()
+        self._poll_again: set[str] = set()
+        self._trigger: Callable[[str], None] | None = None  # set by the scheduler wiring in run()
+        self.alive_check: Callable[[], bool] = lambda: True
+        self._recover()
+
+    def attach_metrics(self, metrics: Metrics) -> None:
+        """Metrics read this daemon as their view, so they are attached after construction."""
+        self.metrics = metrics
+        self.deployer.metrics = metrics
+
+    # -- start-up ----------------------------------------------------------------------------------
+    def _recover(self) -> None:
+        """Rebuild the view from the database (targets, interrupted deploys); live Docker state follows."""
+        self.state.interrupt_running("interrupted: the daemon stopped during this deploy")
+        for row in self.state.environments():
+            app = self._apps.get(row.app)
+            env = self._env(row.app, row.environment)
+            if app is None or env is None:
+                continue
+            from reconciler.names import branch_slug
+
+            self._targets[row.project] = Target(app, env, row.branch, row.project, branch_slug(row.branch))
+        for app, heads in self.state.heads().items():
+            if app in self._views:
+                self._views[app].heads = dict(heads)
+
+    def _env(self, app: str, name: str) -> EnvConfig | None:
+        for env in self._apps[app].environments if app in self._apps else ():
+            if env.name == name:
+                return env
+        return None
+
+    # -- git poll ----------------------------------------------------------------------------------
+    def poll(self, app_name: str, *, only: Collection[str] | None = None, trigger: str = "poll") -> None:
+        """One poll of one app; a trigger during a poll makes it run once more, never twice at once."""
+        with self._lock:
+            if app_name in self._polling:
+                self._poll_again.add(app_name)
+                return
+            self._polling.add(app_name)
+        try:
+            while True:
+                self._poll_once(app_name, only=only, trigger=trigger)
+                with self._lock:
+                    if app_name not in self._poll_again:
+                        break
+                    self._poll_again.discard(app_name)
+        finally:
+            with self._lock:
+                self._polling.discard(app_name)
+
+    def _poll_once(self, app_name: str, *, only: Collection[str] | None, trigger: str) -> None:
+        from reconciler.branches import desired_environments
+
+        app = self._apps[app_name]
+        source = self._sources[app_name]
+        view = self._views[app_name]
+        log = logs.get(app=app_name)
+        started = time.monotonic()
+        # 1. list heads: one ls-remote. A failure or an empty answer is an outage, never "branches deleted".
+        try:
+            heads = source.heads()
+        except GitError as err:
+            view.error = str(err)
+            if self.metrics is not None:
+                self.metrics.git_poll(app_name, False, time.monotonic() - started)
+            log.warning("git.poll_failed", error=str(err))
+            return
+        if self.metrics is not None:
+            self.metrics.git_poll(app_name, True, time.monotonic() - started)
+        moved = heads != view.heads
+        view.heads, view.error, view.polled = dict(heads), "", self.clock()
+        if moved:
+            self.state.save_heads(app_name, heads)
+        # 2. branch → environment, with names kept for the life of a branch
+        times = self._commit_times_for(app, source, heads)
+        desired = desired_environments(app, heads, self.state.assignments(app_name), times, self.clock())
+        view.refused = {r.branch: r.message for r in desired.refused}
+        wanted: dict[str, Target] = {}
+        for d in desired.environments:
+            target = Target(app, d.environment, d.branch, d.project, d.slug)
+            wanted[d.project] = target
+            self.state.assign(app_name, d.branch, d.project)
+            with self._lock:
+                self._targets[d.project] = target
+            if only is not None and not self._matches(target, only):
+                continue
+            self._maybe_deploy(target, d.commit, trigger=trigger, manual=only is not None)
+        # 3. ephemeral stacks whose branch is gone (or expired): sweep, don't rely on seeing a delete
+        for project, branch, env_name in self._ephemeral_stacks(app_name):
+            if project in wanted:
+                continue
+            if only is not None and project not in only and env_name not in only:
+                continue
+            self._teardown(app_name, env_name, project, branch)
+
+    def _commit_times_for(self, app: AppConfig, source: GitSource, heads: dict[str, str]) -> dict[str, float]:
+        if not any(env.ttl for env in app.environments):
+            return {}
+        missing = [sha for sha in heads.values() if sha not in self._commit_times]
+        if missing:
+            try:
+                source.ensure_fetched(missing)
+                for sha in missing:
+                    self._commit_times[sha] = source.commit_time(sha)
+            except GitError as err:
+                logs.get(app=app.name).warning("git.commit_time_failed", error=str(err))
+        return {sha: self._commit_times[sha] for sha in heads.values() if sha in self._commit_times}
+
+    @staticmethod
+    def _matches(target: Target, only: Collection[str]) -> bool:
+        return target.project in only or target.env.name in only
+
+    def _maybe_deploy(self, target: Target, head: str, *, trigger: str, manual: bool = False) -> bool:
+        project = target.project
+        if self.state.suspension(project) is not None:
+            return False
+        commit = self.state.pinned(project) or head
+        if manual:
+            # A manual sync retries a failed commit once.
+            self.state.clear_failed(project)
+        elif self.state.last_applied(project) == commit or self.state.is_failed(project, commit):
+            return False
+        return self.queue.submit(
+            Job(
+                project, "deploy", lambda cancel: self._deploy(target, commit, trigger, cancel), commit=commit
+            )
+        )
+
+    def _deploy(self, target: Target, commit: str, trigger: str, cancel: threading.Event) -> Outcome:
+        outcome = self.deployer.deploy(target, commit, trigger=trigger, cancel=cancel)
+        with self._lock:
+            self._outcomes[target.project] = outcome
+        self.check_drift(only=[target.project])
+        return outcome
+
+    def _ephemeral_stacks(self, app_name: str) -> list[tuple[str, str, str]]:
+        """(project, branch, environment) of this app's ephemeral stacks, from the database and live labels."""
+        found: dict[str, tuple[str, str, str]] = {}
+        for row in self.state.environments():
+            if row.app == app_name and row.ephemeral:
+                found[row.project] = (row.project, row.branch, row.environment)
+        try:
+            for project, lbls in self.converger.project_labels(
+                {L.APP: app_name, L.EPHEMERAL: "true"}
+            ).items():
+                found.setdefault(project, (project, lbls.get(L.BRANCH, ""), lbls.get(L.ENVIRONMENT, "")))
+        except DockerError as err:
+            logs.get(app=app_name).warning("docker.sweep_failed", error=str(err))
+        return list(found.values())
+
+    def _teardown(self, app: str, environment: str, project: str, branch: str) -> None:
+        def run(_cancel: threading.Event) -> None:
+            try:
+                self.deployer.teardown(app, environment, project, branch)
+            except ReconcilerError as err:
+                logs.get(app=app, environment=environment, project=project).error(
+                    "teardown.failed", error=str(err)
+                )
+                return
+            with self._lock:
+                self._targets.pop(project, None)
+                self._drifts.pop(project, None)
+                self._health.pop(project, None)
+                self._outcomes.pop(project, None)
+
+        self.queue.submit(Job(project, "teardown", run, commit=None, preempts=False))
+
+    # -- drift -------------------------------------------------------------------------------------
+    def check_drift(self, only: Collection[str] | None = None) -> None:
+        """Compare every environment's live containers (one list call) with its rendered model."""
+        with self._lock:
+            targets = [t for p, t in self._targets.items() if only is None or p in only]
+        if not targets:
+            return
+        try:
+            live = self.converger.observe([t.project for t in targets])
+            self._docker_up = True
+        except DockerError as err:
+            self._docker_up = False
+            logs.get().warning("docker.observe_failed", error=str(err))
+            return
+        from reconciler.plan import health as live_health
+
+        for target in targets:
+            rendered = self.deployer.rendered(target)
+            stack = live.get(target.project)
+            if rendered is None:
+                drifts: tuple[Drift, ...] = ()
+                health = Health.MISSING if stack is None or not stack.containers else Health.PROGRESSING
+            else:
+                try:
+                    plan = self.converger.plan(rendered, stack)
+                except ReconcilerError as err:
+                    logs.get(project=target.project).warning("drift.plan_failed", error=str(err))
+                    continue
+                drifts = plan.drifts()
+                health = live_health(stack, rendered.model)
+            with self._lock:
+                self._drifts[target.project] = drifts
+                self._health[target.project] = health
+            if drifts and target.env.self_heal and not self.queue.busy(target.project):
+                self._self_heal(target, drifts)
+
+    def _self_heal(self, target: Target, drifts: tuple[Drift, ...]) -> None:
+        if self.state.suspension(target.project) is not None:
+            return
+        # An unhealthy container is reported, not recreated: recreating can't fix a failing healthcheck.
+        fixable = [d for d in drifts if d.reason is not DriftReason.UNHEALTHY]
+        if not fixable:
+            return
+        services = sorted({d.service for d in fixable})
+        allowed = [s for s in services if self.heal_limit.allow(f"{target.project}/{s}")]
+        log = logs.get(app=target.app.name, environment=target.env.name, project=target.project)
+        if not allowed:
+            log.warning("self_heal.rate_limited", services=services)
+            return
+
+        def run(cancel: threading.Event) -> None:
+            try:
+                self.deployer.heal(target, cancel)
+            except ReconcilerError as err:
+                log.error("self_heal.failed", error=str(err))
+                return
+            for service in allowed:
+                if self.metrics is not None:
+                    self.metrics.self_heal(target.app.name, target.env.name, service)
+            log.info("self_heal.done", services=allowed)
+            self.check_drift(only=[target.project])
+
+        self.queue.submit(Job(target.project, "heal", run, commit=None, preempts=False))
+
+    # -- DaemonView --------------------------------------------------------------------------------
+    def environments(self) -> list[EnvironmentStatus]:
+        with self._lock:
+            targets = sorted(self._targets.values(), key=lambda t: (t.app.name, t.env.name, t.project))
+        out: list[EnvironmentStatus] = []
+        for t in targets:
+            out.append(self.status_of(t))
+        for app_name, view in self._views.items():
+            for branch, reason in sorted(view.refused.items()):
+                out.append(
+                    EnvironmentStatus(
+                        app=app_name,
+                        environment="",
+                        project="",
+                        branch=branch,
+                        head_commit=view.heads.get(branch),
+                        deployed_commit=None,
+                        sync=Sync.OUT_OF_SYNC,
+                        health=Health.MISSING,
+                        error=f"refused: {reason}",
+                    )
+                )
+        return out
+
+    def status_of(self, t: Target) -> EnvironmentStatus:
+        view = self._views.get(t.app.name, AppView())
+        head = view.heads.get(t.branch)
+        deployed = self.state.last_applied(t.project)
+        pinned = self.state.pinned(t.project)
+        want = pinned or head
+        if want is None or deployed is None:
+            sync = Sync.OUT_OF_SYNC if want is not None or deployed is None else Sync.UNKNOWN
+        else:
+            sync = Sync.SYNCED if deployed == want else Sync.OUT_OF_SYNC
+        with self._lock:
+            drifts = self._drifts.get(t.project, ())
+            health = self._health.get(t.project, Health.MISSING)
+        if self.queue.busy(t.project) and health is not Health.HEALTHY:
+            health = Health.PROGRESSING
+        last = self.state.last_deploy(t.project)
+        good = self.state.last_success(t.project)
+        suspension = self.state.suspension(t.project)
+        error = view.error
+        if not error and last is not None and last.result is Result.FAILURE:
+            error = last.error
+        return EnvironmentStatus(
+            app=t.app.name,
+            environment=t.env.name,
+            project=t.project,
+            branch=t.branch,
+            head_commit=head,
+            deployed_commit=deployed,
+            sync=sync,
+            health=health,
+            drifts=drifts,
+            suspended=suspension is not None,
+            suspend_reason=suspension or "",
+            url=t.url(),
+            ephemeral=t.ephemeral,
+            last_deploy=last,
+            last_success=good.finished if good is not None else None,
+            error=error,
+        )
+
+    def docker_up(self) -> bool:
+        return self._docker_up
+
+    def alive(self) -> bool:
+        return self._docker_up and self.alive_check()
+
+    def ephemeral_limits(self) -> dict[str, int | None]:
+        limits: dict[str, int | None] = {}
+        for app in self._apps.values():
+            maxes = [e.max for e in app.environments if e.ephemeral]
+            if maxes:
+                limits[app.name] = (
+                    None if any(m is None for m in maxes) else sum(m for m in maxes if m is not None)
+                )
+        return limits
+
+    def webhook_apps(self) -> list[Any]:
+        from reconciler.report.view import WebhookApp
+
+        return [
+            WebhookApp(
+                app=a.name, repo=a.repo, secret=a.webhook_secret.encode() if a.webhook_secret else None
+            )
+            for a in self._apps.values()
+        ]
+
+    def trigger_poll(self, app: str, reason: str) -> bool:
+        if app not in self._apps:
+            return False
+        if self._trigger is not None:
+            self._trigger(app)
+        else:
+            threading.Thread(target=self.poll, args=(app,), kwargs={"trigger": reason}, daemon=True).start()
+        return True
+
+    # -- targets for CLI commands ------------------------------------------------------------------
+    def find_target(self, name: str) -> Target:
+        """A project name or an environment name (unique across apps) → its live target."""
+        with self._lock:
+            targets = list(self._targets.values())
+        hits = [t for t in targets if t.project == name] or [t for t in targets if t.env.name == name]
+        if len(hits) == 1:
+            return hits[0]
+        from reconciler.errors import ConfigError
+
+        if not hits:
+            known = ", ".join(sorted(t.project for t in targets)) or "none yet"
+            raise ConfigError(
+                f"no environment or project named {name!r} (known projects: {known})",
+                hint="run `reconciler status -c FILE` to list them",
+            )
+        raise ConfigError(
+            f"{name!r} names several projects ({', '.join(t.project for t in hits)}); "
+            "give the project name instead"
+        )

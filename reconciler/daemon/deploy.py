@@ -1,0 +1,295 @@
+"""Deploy, roll back and tear down one environment: the apply half of the daemon's pipeline.
+
+Called by the per-environment workers (``workqueue``) and by the one-shot CLI commands (sync, rollback).
+Each step reads as a line of the reconcile; every exit path records its outcome in the state database.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reconciler import labels as L
+from reconciler import logs
+from reconciler.errors import DeployError, InputError, ReconcilerError, TransientError
+from reconciler.status import Result
+
+if TYPE_CHECKING:
+    from reconciler.config import AppConfig, Config, EnvConfig
+    from reconciler.converge import Converger
+    from reconciler.render import RenderedProject
+    from reconciler.report.metrics import Metrics
+    from reconciler.source import GitSource
+    from reconciler.state import State
+
+
+@dataclass(frozen=True)
+class Target:
+    """One environment instance: an environment of an app, bound to a branch and a project name."""
+
+    app: AppConfig
+    env: EnvConfig
+    branch: str
+    project: str
+    slug: str
+
+    @property
+    def ephemeral(self) -> bool:
+        return bool(self.env.ephemeral)
+
+    def labels(self) -> dict[str, str]:
+        """Our labels on every container, network and volume of the stack (not part of the config hash)."""
+        return {
+            L.MANAGED: "true",
+            L.APP: self.app.name,
+            L.ENVIRONMENT: self.env.name,
+            L.BRANCH: self.branch,
+            L.EPHEMERAL: "true" if self.ephemeral else "false",
+        }
+
+    def url(self) -> str | None:
+        return self.env.url_for(self.slug, self.project)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one deploy did: the result recorded, and the error if any."""
+
+    result: Result
+    commit: str
+    error: str = ""
+    rolled_back_to: str | None = None
+
+
+class Deployer:
+    """Fetch → materialize → render → converge → record, with automatic rollback for persistent envs."""
+
+    def __init__(
+        self,
+        config: Config,
+        state: State,
+        converger: Converger,
+        metrics: Metrics | None,
+        source_for: Callable[[str], GitSource],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.converger = converger
+        self.metrics = metrics
+        self.source_for = source_for
+        self.clock = clock
+        self._rendered: dict[str, RenderedProject] = {}
+        self._lock = threading.Lock()
+
+    # -- paths -------------------------------------------------------------------------------------
+    def checkout_dir(self, project: str) -> Path:
+        """Stable per-project path: relative bind mounts resolve to the same place for every commit."""
+        return Path(self.config.state_dir) / "checkouts" / project
+
+    # -- render ------------------------------------------------------------------------------------
+    def render(self, target: Target, commit: str) -> RenderedProject:
+        """Materialize ``commit`` at the project's stable path and render its compose files."""
+        from reconciler.render import RenderOptions, render
+
+        source = self.source_for(target.app.name)
+        source.ensure_fetched([commit])
+        path = source.materialize(commit, self.checkout_dir(target.project))
+        return render(self.render_options(target, path))
+
+    def render_options(self, target: Target, path: Path) -> Any:
+        from reconciler.render import RenderOptions
+
+        env = target.env
+        files = [str(path / f) for f in env.compose] + [str(o) for o in env.overlays]
+        inline: tuple[tuple[str, Any], ...] = ()
+        if env.override:
+            inline = ((f"{self.config.path}: {target.app.name}.{env.name}.override", env.override),)
+        return RenderOptions(
+            files=tuple(files),
+            project_directory=str(path),
+            env_files=tuple(str(f) for f in env.env_files),
+            project_name=target.project,
+            environ=dict(env.env),
+            inline=inline,
+        )
+
+    def rendered(self, target: Target) -> RenderedProject | None:
+        """The last rendered model of a live environment (re-rendered from its checkout after a restart)."""
+        with self._lock:
+            cached = self._rendered.get(target.project)
+        if cached is not None:
+            return cached
+        path = self.checkout_dir(target.project)
+        if not path.exists():
+            return None
+        from reconciler.render import render
+
+        try:
+            project = render(self.render_options(target, path))
+        except ReconcilerError:
+            return None
+        with self._lock:
+            self._rendered[target.project] = project
+        return project
+
+    def forget(self, project: str) -> None:
+        with self._lock:
+            self._rendered.pop(project, None)
+
+    # -- deploy ------------------------------------------------------------------------------------
+    def deploy(
+        self, target: Target, commit: str, *, trigger: str, cancel: threading.Event | None = None
+    ) -> Outcome:
+        """Converge ``target`` to ``commit``; on failure of a persistent env, roll back to the last good one."""
+        log = logs.get(
+            app=target.app.name, environment=target.env.name, project=target.project, commit=commit[:12]
+        )
+        started = self.clock()
+        self.state.upsert_environment(
+            target.project, target.app.name, target.env.name, target.branch, target.ephemeral
+        )
+        deploy_id: int | None = None
+        try:
+            # 1. fetch + materialize + render (bad compose files fail here, before anything changes)
+            try:
+                rendered = self.render(target, commit)
+            except ReconcilerError:
+                deploy_id = self.state.start_deploy(
+                    target.app.name, target.env.name, target.project, target.branch, commit, trigger, ""
+                )
+                raise
+            deploy_id = self.state.start_deploy(
+                target.app.name,
+                target.env.name,
+                target.project,
+                target.branch,
+                commit,
+                trigger,
+                json.dumps(rendered.model, sort_keys=True),
+            )
+            log.info("deploy.start", trigger=trigger)
+            # 2. plan + apply, health-gated (the converger waits for health and one-shots)
+            plan = self.converger.up(
+                rendered, timeout=float(target.env.deploy_timeout), labels=target.labels(), cancel=cancel
+            )
+            result = Result.NOOP if plan.is_noop else Result.SUCCESS
+            self.state.finish_deploy(deploy_id, result)
+            with self._lock:
+                self._rendered[target.project] = rendered
+            self._count(target, result, started)
+            log.info("deploy.done", result=str(result), changes=len(plan.changes))
+            return Outcome(result, commit)
+        except DeployError as err:
+            if err.reason == "Cancelled":
+                # Superseded by a newer commit: not this commit's fault, so don't mark it failed.
+                if deploy_id is not None:
+                    self.state.finish_deploy(
+                        deploy_id, Result.FAILURE, "Cancelled: superseded by a newer commit"
+                    )
+                log.info("deploy.cancelled")
+                return Outcome(Result.FAILURE, commit, "cancelled")
+            return self._failed(target, commit, deploy_id, err, started, log, rollback=True)
+        except InputError as err:
+            # Bad compose/config in this commit: nothing was changed, retrying won't help.
+            return self._failed(target, commit, deploy_id, err, started, log, rollback=False)
+        except TransientError as err:
+            if deploy_id is not None:
+                self.state.finish_deploy(deploy_id, Result.FAILURE, str(err))
+            self._count(target, Result.FAILURE, started)
+            log.warning("deploy.transient_error", error=str(err))
+            return Outcome(Result.FAILURE, commit, str(err))
+
+    def _failed(
+        self,
+        target: Target,
+        commit: str,
+        deploy_id: int | None,
+        err: ReconcilerError,
+        started: float,
+        log: Any,
+        *,
+        rollback: bool,
+    ) -> Outcome:
+        message = str(err)
+        if deploy_id is not None:
+            self.state.finish_deploy(deploy_id, Result.FAILURE, message)
+        # The same commit is not retried in a loop: wait for a new commit or a manual sync.
+        self.state.mark_failed(target.project, commit)
+        self._count(target, Result.FAILURE, started)
+        log.error("deploy.failed", error=message)
+        if not rollback or target.ephemeral:
+            return Outcome(Result.FAILURE, commit, message)
+        good = self.state.last_success(target.project)
+        if good is None or good.commit == commit:
+            return Outcome(Result.FAILURE, commit, message)
+        back = self.rollback(target, good.commit, failed_commit=commit)
+        return Outcome(
+            Result.ROLLED_BACK if back.result is Result.SUCCESS else Result.FAILURE,
+            commit,
+            message,
+            rolled_back_to=good.commit if back.result is Result.SUCCESS else None,
+        )
+
+    def rollback(
+        self, target: Target, commit: str, *, failed_commit: str | None = None, trigger: str = "rollback"
+    ) -> Outcome:
+        """Redeploy a known-good ``commit`` (automatic after a failure, or `reconciler rollback`)."""
+        log = logs.get(
+            app=target.app.name, environment=target.env.name, project=target.project, commit=commit[:12]
+        )
+        started = self.clock()
+        deploy_id = self.state.start_deploy(
+            target.app.name, target.env.name, target.project, target.branch, commit, trigger, ""
+        )
+        try:
+            rendered = self.render(target, commit)
+            self.converger.up(rendered, timeout=float(target.env.deploy_timeout), labels=target.labels())
+        except ReconcilerError as err:
+            self.state.finish_deploy(
+                deploy_id, Result.FAILURE, f"rollback failed: {err}", rollback_of=failed_commit
+            )
+            self._count(target, Result.FAILURE, started)
+            log.error("rollback.failed", error=str(err))
+            return Outcome(Result.FAILURE, commit, str(err))
+        self.state.finish_deploy(deploy_id, Result.SUCCESS, "", rollback_of=failed_commit)
+        with self._lock:
+            self._rendered[target.project] = rendered
+        if self.metrics is not None:
+            self.metrics.rollback(target.app.name, target.env.name)
+        self._count(target, Result.SUCCESS, started)
+        log.warning("rollback.done", failed_commit=(failed_commit or "")[:12])
+        return Outcome(Result.SUCCESS, commit)
+
+    def heal(self, target: Target, cancel: threading.Event | None = None) -> None:
+        """Self-heal: converge the live stack back to its last rendered model (no git involved)."""
+        rendered = self.rendered(target)
+        if rendered is None:
+            return
+        self.converger.up(
+            rendered, timeout=float(target.env.deploy_timeout), labels=target.labels(), cancel=cancel
+        )
+
+    def teardown(self, app: str, environment: str, project: str, branch: str) -> None:
+        """Remove an ephemeral stack with its volumes and built images, its checkout and its state row."""
+        log = logs.get(app=app, environment=environment, project=project, branch=branch)
+        self.converger.down(project, volumes=True, images=True)
+        shutil.rmtree(self.checkout_dir(project), ignore_errors=True)
+        self.forget(project)
+        self.state.remove_environment(project)
+        self.state.release(app, branch)
+        log.info("teardown.done")
+
+    def _count(self, target: Target, result: Result, started: float) -> None:
+        if self.metrics is None:
+            return
+        label = {Result.ROLLED_BACK: "failure"}.get(result, str(result))
+        self.metrics.reconcile(
+            target.app.name, target.env.name, target.project, label, self.clock() - started
+        )

@@ -1,0 +1,129 @@
+"""`reconciler run`: the daemon's named tasks — git pollers, drift watcher, Docker event listener, HTTP server.
+
+APScheduler drives the timers; timer, webhook and CLI triggers all end in ``Daemon.poll`` and the same
+per-environment work queue. SIGTERM/SIGINT finish the current step and exit cleanly.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from reconciler import logs
+from reconciler.errors import DockerError
+
+if TYPE_CHECKING:
+    from reconciler.daemon.core import Daemon
+
+
+class Runtime:
+    def __init__(self, daemon: Daemon) -> None:
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self.daemon = daemon
+        self.stop_event = threading.Event()
+        self.scheduler = BackgroundScheduler(
+            timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
+        )
+        self.server: Any = None
+        self._events_thread: threading.Thread | None = None
+        self._drift_soon = threading.Event()
+
+    def start(self) -> None:
+        """Start the scheduler, the HTTP server and the event listener (non-blocking; used by tests too)."""
+        from reconciler.report.http import serve
+
+        d = self.daemon
+        cfg = d.config
+        now = datetime.now(UTC)
+        for app in cfg.apps:
+            self.scheduler.add_job(
+                d.poll,
+                "interval",
+                seconds=app.poll_interval,
+                args=[app.name],
+                id=f"poll:{app.name}",
+                next_run_time=now,
+                misfire_grace_time=None,
+            )
+        self.scheduler.add_job(
+            d.check_drift,
+            "interval",
+            seconds=cfg.drift_interval,
+            id="drift",
+            next_run_time=now,
+            misfire_grace_time=None,
+        )
+        d._trigger = self._trigger_poll
+        d.alive_check = lambda: bool(self.scheduler.running)
+        self.scheduler.start()
+        host, port = cfg.listen
+        self.server = serve(d, d.metrics, host, port)
+        self._events_thread = threading.Thread(target=self._watch_events, name="docker-events", daemon=True)
+        self._events_thread.start()
+        logs.get().info(
+            "daemon.started", listen=f"http://{host}:{self.server.port}/", apps=[a.name for a in cfg.apps]
+        )
+
+    def _trigger_poll(self, app: str) -> None:
+        """Run the app's poll now; Daemon.poll coalesces it with a poll already under way."""
+        threading.Thread(
+            target=self.daemon.poll, args=(app,), kwargs={"trigger": "webhook"}, daemon=True
+        ).start()
+
+    def _watch_events(self) -> None:
+        """Docker events (die, stop, health_status) make the drift check run now; reconnect when dropped."""
+        backoff = 1.0
+        while not self.stop_event.is_set():
+            try:
+                for _event in self.daemon.converger.events(self.stop_event):
+                    backoff = 1.0
+                    self._drift_now()
+            except DockerError as err:
+                logs.get().warning("docker.events_dropped", error=str(err))
+            if self.stop_event.wait(backoff):
+                return
+            backoff = min(backoff * 2, 30.0)
+
+    def _drift_now(self) -> None:
+        job = self.scheduler.get_job("drift")
+        if job is not None:
+            job.modify(next_run_time=datetime.now(UTC))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        try:
+            self.scheduler.shutdown(wait=True)
+        except Exception:  # noqa: S110 - already stopped
+            pass
+        # Finish the current step: waits for health are cancelled, running API calls complete.
+        self.daemon.queue.shutdown(cancel=True)
+        if self.server is not None:
+            self.server.stop()
+        logs.get().info("daemon.stopped")
+
+    def run_forever(self) -> int:
+        def handle(signum: int, _frame: Any) -> None:
+            logs.get().info("daemon.signal", signal=signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handle)
+        signal.signal(signal.SIGINT, handle)
+        self.start()
+        while not self.stop_event.wait(1.0):
+            pass
+        self.stop()
+        return 0
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
+    """Poll ``predicate`` until true or ``timeout`` (for CLI one-shots; tests use their own helper)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
