@@ -12,7 +12,8 @@ Split by what the caller should do with it (kopf's TemporaryError/PermanentError
     │   └── DeployError                 a service failed to start or become healthy (per revision)
     └── TransientError                  an outside system is down or slow: retry with backoff
         ├── DockerError                 Docker Engine unreachable or failing
-        └── GitError                    git remote unreachable, auth failure, timeout
+        ├── GitError                    git remote unreachable, auth failure, timeout
+        └── StateError                  the state database cannot be opened or written
 
 Adapters translate library errors at their boundary (``raise DockerError(...) from exc``); the rest of
 the code never sees docker-py or GitPython exceptions. The CLI prints ``str(err)`` and exits non-zero.
@@ -110,3 +111,7 @@ class DockerError(TransientError):
 
 class GitError(TransientError):
     """A git remote is unreachable, refused auth, or timed out. Never means "branch deleted"."""
+
+
+class StateError(TransientError):
+    """The SQLite state database is unavailable (disk full, locked, permissions)."""

@@ -29,3 +29,5 @@ ENVIRONMENT: Final = f"{OURS}.environment"
 BRANCH: Final = f"{OURS}.branch"
 EPHEMERAL: Final = f"{OURS}.ephemeral"  # "true" only on stacks removed with their branch
 COMMIT: Final = f"{OURS}.commit"
+# Short hashes per compose key, so `plan` can say which fields changed without keeping any value in a label.
+CONFIG_FIELDS: Final = f"{OURS}.config-fields"

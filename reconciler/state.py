@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.errors import TransientError
+from reconciler.errors import StateError
 from reconciler.status import DeployRecord, Result
 
 SCHEMA_VERSION = 1
@@ -77,10 +77,6 @@ CREATE TABLE assignments (
     PRIMARY KEY (app, branch)
 );
 """
-
-
-class StateError(TransientError):
-    """The state database cannot be read or written (locked too long, disk full, unreadable)."""
 
 
 @dataclass(frozen=True)

@@ -48,14 +48,12 @@ def _daemon(cfg: Config, *, metrics: bool = False) -> Daemon:
     from reconciler.engine import DockerEngine
     from reconciler.state import State
 
-    m = None
+    daemon = Daemon(cfg, state=State.open(cfg.state_dir), converger=Converger(DockerEngine.from_env()))
     if metrics:
         from reconciler.report.metrics import Metrics
 
-        m = Metrics()
-    return Daemon(
-        cfg, state=State.open(cfg.state_dir), converger=Converger(DockerEngine.from_env()), metrics=m
-    )
+        daemon.attach_metrics(Metrics(daemon))
+    return daemon
 
 
 def _run(args: argparse.Namespace) -> int:

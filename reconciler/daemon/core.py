@@ -94,9 +94,9 @@ class Daemon:
             from reconciler.names import branch_slug
 
             self._targets[row.project] = Target(app, env, row.branch, row.project, branch_slug(row.branch))
-        for app, heads in self.state.heads().items():
-            if app in self._views:
-                self._views[app].heads = dict(heads)
+        for app_name, heads in self.state.heads().items():
+            if app_name in self._views:
+                self._views[app_name].heads = dict(heads)
 
     def _env(self, app: str, name: str) -> EnvConfig | None:
         for env in self._apps[app].environments if app in self._apps else ():

@@ -61,6 +61,11 @@ class Runtime:
         d.alive_check = lambda: bool(self.scheduler.running)
         self.scheduler.start()
         host, port = cfg.listen
+        if d.metrics is None:
+            from reconciler.report.metrics import Metrics
+
+            d.attach_metrics(Metrics(d))
+        assert d.metrics is not None
         self.server = serve(d, d.metrics, host, port)
         self._events_thread = threading.Thread(target=self._watch_events, name="docker-events", daemon=True)
         self._events_thread.start()

@@ -65,7 +65,7 @@ class WorkQueue:
     def _start(self, job: Job) -> None:
         self._running[job.key] = job
         future: Future[object] = self._pool.submit(job.run, job.cancel)
-        future.add_done_callback(lambda _f, j=job: self._done(j))
+        future.add_done_callback(lambda _f: self._done(job))
 
     def _done(self, job: Job) -> None:
         with self._lock:

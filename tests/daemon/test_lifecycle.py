@@ -42,6 +42,11 @@ def test_branches_become_stacks_and_follow_pushes_and_deletes(
     sync_all(daemon)
 
     projects = {f"{prefix}-production", f"{prefix}-staging", f"{prefix}-test-feature-login", f"{prefix}-test-fix-bug-42"}
+    statuses = {s.project: s for s in daemon.environments()}
+    for project in projects:
+        assert statuses[project].health == "Healthy", (project, statuses[project].error)
+        assert statuses[project].last_deploy is not None
+        assert statuses[project].last_deploy.result == "success", statuses[project].last_deploy.error
     for project in projects:
         svc = containers(docker_client, project)
         assert svc["web"].status == "running", project

@@ -171,5 +171,7 @@ def test_survives_kill_9_mid_deploy(daemon_proc: tuple[Daemon, str, Repo], docke
     history = json.loads(subprocess.run(
         [sys.executable, "-m", "reconciler", "history", "-c", str(d.config), prod, "--format", "json"],
         capture_output=True, text=True, check=True).stdout)
-    assert history[0]["result"] == "success"
+    # The killed attempt is recorded as interrupted; the restart converged what it left (often a no-op).
+    assert history[0]["result"] in ("success", "noop")
+    assert any("interrupted" in h["error"] for h in history[1:]), history
     assert d.stop() == 0

@@ -1,0 +1,82 @@
+"""`reconciler up`, `plan` and `down`: one compose project against the local Docker Engine.
+
+Called by ``reconciler.cli``. The project is rendered and its name validated before Docker is touched
+(or docker-py even imported). `plan` exits 0 when nothing would change, 2 when changes are pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from reconciler.names import validate_project_name
+
+if TYPE_CHECKING:
+    from reconciler.converge import Converger
+    from reconciler.plan import Plan
+    from reconciler.spec import RenderedLike
+
+EXIT_PENDING = 2
+_SIGNS = {"create": "+", "recreate": "~", "start": ">", "remove": "-"}
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.command == "down":
+        project = validate_project_name(args.project)
+        _converger().down(project, volumes=args.volumes, timeout=args.timeout)
+        print(f"{project}: removed containers and networks" + (" and volumes" if args.volumes else ""))
+        return 0
+    if args.project:
+        validate_project_name(args.project)  # before reading any file, let alone calling Docker
+    rendered = _render(args)
+    validate_project_name(rendered.name)
+    if args.command == "plan":
+        plan = _converger().plan(rendered)
+        if args.format == "json":
+            print(json.dumps(plan.to_dict(), indent=2))
+        else:
+            _print_plan(plan)
+        return 0 if plan.is_noop else EXIT_PENDING
+    started = time.monotonic()
+    plan = _converger().up(rendered, timeout=args.timeout)
+    _print_plan(plan, done=True)
+    print(f"{rendered.name}: converged in {time.monotonic() - started:.1f}s")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> RenderedLike:
+    from reconciler.render import RenderOptions, render
+
+    options = RenderOptions(
+        files=tuple(args.files),
+        project_directory=args.project_directory,
+        env_files=tuple(args.env_files),
+        profiles=tuple(args.profiles),
+        project_name=args.project,
+        environ=dict(os.environ),
+    )
+    return render(options)
+
+
+def _converger() -> Converger:
+    from reconciler.converge import Converger  # imports docker-py: only once we know we need Docker
+    from reconciler.engine import DockerEngine
+
+    return Converger(DockerEngine())
+
+
+def _print_plan(plan: Plan, *, done: bool = False) -> None:
+    if plan.is_noop:
+        print(f"{plan.project}: up to date, nothing to do (health: {plan.health})")
+    else:
+        verb = "applied" if done else "would apply"
+        print(f"{plan.project}: {verb} {len(plan.changes)} change(s)")
+    for c in plan.changes:
+        print(f"  {_SIGNS[c.action]} {c.action:<8} {c.container:<32} {c.details}")
+    for d in plan.unhealthy:
+        print(f"  ! {d.reason:<8} {d.service:<32} {d.detail}")
+    sys.stdout.flush()
