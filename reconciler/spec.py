@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from reconciler import labels as L
 from reconciler.errors import Location, UnsupportedError
+from reconciler.render import unescape_dollars
 
 COMPOSE_VERSION = "2.40.3"  # stamped on every object so Compose v2 does not warn about a version mismatch
 # Compact JSON {compose key: short hash} of the normalized spec, on every container we create. It lets
@@ -193,7 +194,8 @@ class RenderedLike(Protocol):
 
 def project_spec(project: RenderedLike) -> ProjectSpec:
     """Normalize a rendered project; raises UnsupportedError naming the service and key we cannot converge."""
-    model = _unescape_dollars(project.model)
+    # The model prints every `$` as `$$` (as `docker compose config` does); containers get the literal.
+    model = unescape_dollars(project.model)
     for key in model:
         if key not in _TOP_KEYS and not key.startswith("x-"):
             raise UnsupportedError(
@@ -221,18 +223,6 @@ def project_spec(project: RenderedLike) -> ProjectSpec:
         networks=networks,
         volumes=volumes,
     )
-
-
-def _unescape_dollars(value: Any) -> Any:
-    """The rendered model prints every `$` as `$$` (as `docker compose config` does, so it can be loaded
-    again); containers must get the literal value, so undo it everywhere, keys included."""
-    if isinstance(value, str):
-        return value.replace("$$", "$")
-    if isinstance(value, Mapping):
-        return {_unescape_dollars(k): _unescape_dollars(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unescape_dollars(v) for v in value]
-    return value
 
 
 def canonical_json(value: Any) -> str:

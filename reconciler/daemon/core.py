@@ -332,12 +332,13 @@ class Daemon:
         view = self._views.get(t.app.name, AppView())
         head = view.heads.get(t.branch)
         deployed = self.state.last_applied(t.project)
-        pinned = self.state.pinned(t.project)
-        want = pinned or head
-        if want is None or deployed is None:
-            sync = Sync.OUT_OF_SYNC if want is not None or deployed is None else Sync.UNKNOWN
+        # Out of sync whenever the deployed commit is not the branch head, pinned (rolled back) or not.
+        if deployed is None:
+            sync = Sync.OUT_OF_SYNC
+        elif head is None:
+            sync = Sync.UNKNOWN
         else:
-            sync = Sync.SYNCED if deployed == want else Sync.OUT_OF_SYNC
+            sync = Sync.SYNCED if deployed == head else Sync.OUT_OF_SYNC
         with self._lock:
             drifts = self._drifts.get(t.project, ())
             health = self._health.get(t.project, Health.MISSING)

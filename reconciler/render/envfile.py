@@ -1,0 +1,147 @@
+"""`.env` / `env_file` parsing with compose's dotenv rules (quotes, escapes, `export`, interpolation).
+
+Called by the renderer for the project's `.env` (or `--env-file`) and for each service `env_file`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from reconciler.errors import ComposeError, Location
+from reconciler.render.interpolate import TemplateError, substitute
+
+Lookup = Callable[[str], "str | None"]
+
+_EXPORT = re.compile(r"^export\s+")
+_ESCAPES = re.compile(r"(\\(?:[abcfnrtv$\"\\]|0\d{0,3}))")
+_SIMPLE_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+    '"': '"',
+    "\\": "\\",
+}
+_INLINE_SPACE = "\t\v\f\r \x85\xa0"  # dotenv's isSpace: whitespace that is not a line break
+
+
+def _unescape(value: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "\\$":
+            return "$$"  # a literal `$`, kept away from interpolation
+        char = text[1]
+        if char in _SIMPLE_ESCAPES:
+            return _SIMPLE_ESCAPES[char]
+        digits = text[2:]  # `\0NNN` is an octal escape; Go wants exactly three digits
+        if len(digits) == 3 and all(c in "01234567" for c in digits) and int(digits, 8) < 256:
+            return chr(int(digits, 8))
+        return text
+
+    return _ESCAPES.sub(one, value)
+
+
+def parse_env(text: str, source: str, lookup: Lookup) -> dict[str, str]:
+    """Variables defined by one env file; ``lookup`` resolves `${VAR}` and bare `VAR` lines first."""
+    out: dict[str, str] = {}
+    text = text.removeprefix("\ufeff")
+    pos = 0
+    line = 1
+    length = len(text)
+
+    def expand(value: str) -> str:
+        def find(name: str) -> str | None:
+            found = lookup(name)
+            return found if found is not None else out.get(name)
+
+        try:
+            return substitute(value, find)
+        except TemplateError as exc:
+            raise ComposeError(str(exc), Location(file=source, line=line)) from None
+
+    while True:
+        # skip blank space and comment lines
+        while pos < length and text[pos].isspace():
+            if text[pos] == "\n":
+                line += 1
+            pos += 1
+        if pos >= length:
+            break
+        if text[pos] == "#":
+            newline = text.find("\n", pos)
+            if newline < 0:
+                break
+            pos = newline
+            continue
+        rest = _EXPORT.sub("", text[pos:], count=1).lstrip(_INLINE_SPACE)
+        pos = length - len(rest)
+        key = None
+        inherited = False
+        for i, char in enumerate(rest):
+            if char in _INLINE_SPACE:
+                continue
+            if char in "=:\n":
+                key = rest[:i].rstrip()
+                inherited = char == "\n"
+                pos += i + 1
+                break
+            if not (char in "_.-[]" or char.isalnum()):
+                raise ComposeError(
+                    f"unexpected character {char!r} in variable name", Location(file=source, line=line)
+                )
+        if key is None:  # a last line with a bare name and no newline
+            key = rest.rstrip()
+            inherited = True
+            pos = length
+        if " " in key:
+            raise ComposeError("key cannot contain a space", Location(file=source, line=line))
+        if inherited:
+            line += 1
+            found = lookup(key)
+            if found is not None:
+                out[key] = found
+            continue
+        while pos < length and text[pos] in _INLINE_SPACE:
+            pos += 1
+        quote = text[pos] if pos < length and text[pos] in "'\"" else None
+        if quote is None:
+            end = text.find("\n", pos)
+            raw = text[pos:] if end < 0 else text[pos:end]
+            pos = length if end < 0 else end + 1
+            raw = raw.split(" #", 1)[0].rstrip()
+            out[key] = expand(raw)
+            line += 1
+            continue
+        i = pos + 1
+        start_line = line
+        while i < length:
+            char = text[i]
+            if char == "\n":
+                line += 1
+            if char == quote and text[i - 1] != "\\":
+                break
+            i += 1
+        else:
+            raise ComposeError(f"unterminated quoted value for {key}", Location(file=source, line=start_line))
+        value = text[pos + 1 : i]
+        if quote == '"':
+            value = expand(_unescape(value))
+        out[key] = value
+        pos = i + 1
+    return out
+
+
+def read_env_file(path: str, lookup: Lookup, *, display: str | None = None) -> dict[str, str]:
+    """Parse the env file at ``path``; ComposeError if it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise ComposeError("env file not found", Location(file=display or path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ComposeError(f"cannot read env file: {exc}", Location(file=display or path)) from None
+    return parse_env(text, display or path, lookup)
