@@ -366,8 +366,13 @@ def bench_latency(tmp: Path, rounds: int, compose: str) -> list[Row]:
         ),
         (
             "1. ... of which waiting for the next poll (2 s timer)",
-            f"{ms(med(wait))}",
+            f"{ms(med(wait))} (mean {ms(statistics.fmean(wait))})",
             "expected ~1 s on average",
+        ),
+        (
+            "1. ... push → converged minus that wait (what a webhook trigger would give)",
+            f"{ms(med([a - b for a, b in zip(latency, wait, strict=True)]))}",
+            "",
         ),
         (
             "1. ... ls-remote + fetch + checkout + render",
@@ -463,23 +468,24 @@ def bench_noop(tmp: Path, branches: int, cycles: int, compose: str, client: dock
     return [
         (
             f"2. no-op cycle, {branches} converged previews: `poll()` + `check_drift()`, {cycles} cycles",
-            f"{ms(med(cycle))} (p95 {ms(pct(cycle, 0.95))})",
+            f"{ms(med(cycle))} (p95 {ms(pct(cycle, 0.95))}, min {ms(min(cycle))})",
             "goal ≤ 200 ms: " + ("met" if med(cycle) <= 0.2 else "NOT met"),
         ),
         (
             "2. ... `poll()` (ls-remote, branch → env, sweep)",
-            f"{ms(med(polls))} (p95 {ms(pct(polls, 0.95))})",
+            f"{ms(med(polls))} (p95 {ms(pct(polls, 0.95))}, min {ms(min(polls))})",
             "",
         ),
         (
             "2. ... `check_drift()` (1 list call, plan and health per preview)",
-            f"{ms(med(drifts))} (p95 {ms(pct(drifts, 0.95))})",
+            f"{ms(med(drifts))} (p95 {ms(pct(drifts, 0.95))}, min {ms(min(drifts))})",
             "",
         ),
         (
             f"2. Compose v2 `up -d` loop over {branches} projects",
             f"{med(per_up) * branches:.1f} s",
-            f"{ms(med(per_up))} per project x {branches}, sampled on {sample} ({running} containers on the host)",
+            f"{ms(med(per_up))} per project x {branches}, sampled on {sample} "
+            f"({running} containers on the host)",
         ),
         (
             f"2. bring-up of {branches} previews in-process (setup)",
@@ -592,7 +598,8 @@ def main() -> None:
         ]
         if left:
             print(f"cleanup left containers behind: {left}", file=sys.stderr)
-    print(f"\n(total {time.perf_counter() - began:.0f} s; temp files in {tmp})\n")
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"\n(total {time.perf_counter() - began:.0f} s; load average {load} at the end; files in {tmp})\n")
     print("| measurement | result | note |")
     print("|---|---|---|")
     # Rows in the order of the three measurements, whichever part produced them.

@@ -36,6 +36,8 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    # "skipped: maximum number of running instances reached" is by design (a drift check never stacks).
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
 def get(**bound: Any) -> Any:

@@ -117,7 +117,7 @@ def _sync(args: argparse.Namespace) -> int:
 def _api_status(cfg: Config) -> list[dict[str, Any]] | None:
     host, port = cfg.listen
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/api/environments", timeout=2) as resp:  # noqa: S310
+        with urllib.request.urlopen(f"http://{host}:{port}/api/environments", timeout=2) as resp:
             data = json.load(resp)
     except (OSError, urllib.error.URLError, ValueError):
         return None
@@ -242,7 +242,8 @@ def _rollback(args: argparse.Namespace) -> int:
         print(f"rollback of {target.project} to {commit[:12]} failed: {outcome.error}", file=sys.stderr)
         return 1
     print(
-        f"{target.project}: rolled back to {commit[:12]} (pinned; `reconciler resume` follows the branch again)"
+        f"{target.project}: rolled back to {commit[:12]} "
+        "(pinned; `reconciler resume` follows the branch again)"
     )
     return 0
 

@@ -148,13 +148,15 @@ class Daemon:
             self.state.save_heads(app_name, heads)
         # 2. branch → environment, with names kept for the life of a branch
         times = self._commit_times_for(app, source, heads)
-        desired = desired_environments(app, heads, self.state.assignments(app_name), times, self.clock())
+        assigned = self.state.assignments(app_name)
+        desired = desired_environments(app, heads, assigned, times, self.clock())
         view.refused = {r.branch: r.message for r in desired.refused}
         wanted: dict[str, Target] = {}
         for d in desired.environments:
             target = Target(app, d.environment, d.branch, d.project, d.slug)
             wanted[d.project] = target
-            self.state.assign(app_name, d.branch, d.project)
+            if assigned.get(d.branch) != d.project:
+                self.state.assign(app_name, d.branch, d.project)
             with self._lock:
                 self._targets[d.project] = target
             if only is not None and not self._matches(target, only):
@@ -209,7 +211,7 @@ class Daemon:
         return outcome
 
     def _ephemeral_stacks(self, app_name: str) -> list[tuple[str, str, str]]:
-        """(project, branch, environment) of this app's ephemeral stacks, from the database and live labels."""
+        """(project, branch, environment) of the app's ephemeral stacks, from the database and live labels."""
         found: dict[str, tuple[str, str, str]] = {}
         for row in self.state.environments():
             if row.app == app_name and row.ephemeral:
@@ -254,8 +256,6 @@ class Daemon:
             self._docker_up = False
             logs.get().warning("docker.observe_failed", error=str(err))
             return
-        from reconciler.plan import health as live_health
-
         for target in targets:
             rendered = self.deployer.rendered(target)
             stack = live.get(target.project)
@@ -269,7 +269,7 @@ class Daemon:
                     logs.get(project=target.project).warning("drift.plan_failed", error=str(err))
                     continue
                 drifts = plan.drifts()
-                health = live_health(stack, rendered.model)
+                health = plan.health
             with self._lock:
                 self._drifts[target.project] = drifts
                 self._health[target.project] = health

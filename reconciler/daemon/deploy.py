@@ -96,7 +96,7 @@ class Deployer:
     # -- render ------------------------------------------------------------------------------------
     def render(self, target: Target, commit: str) -> RenderedProject:
         """Materialize ``commit`` at the project's stable path and render its compose files."""
-        from reconciler.render import RenderOptions, render
+        from reconciler.render import render
 
         source = self.source_for(target.app.name)
         source.ensure_fetched([commit])
@@ -147,7 +147,7 @@ class Deployer:
     def deploy(
         self, target: Target, commit: str, *, trigger: str, cancel: threading.Event | None = None
     ) -> Outcome:
-        """Converge ``target`` to ``commit``; on failure of a persistent env, roll back to the last good one."""
+        """Converge ``target`` to ``commit``; a persistent env that fails rolls back to its last good one."""
         log = logs.get(
             app=target.app.name, environment=target.env.name, project=target.project, commit=commit[:12]
         )

@@ -1,4 +1,4 @@
-"""`reconciler run`: the daemon's named tasks — git pollers, drift watcher, Docker event listener, HTTP server.
+"""`reconciler run`: the daemon's named tasks: git pollers, drift watcher, Docker events, HTTP server.
 
 APScheduler drives the timers; timer, webhook and CLI triggers all end in ``Daemon.poll`` and the same
 per-environment work queue. SIGTERM/SIGINT finish the current step and exit cleanly.
@@ -6,6 +6,7 @@ per-environment work queue. SIGTERM/SIGINT finish the current step and exit clea
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -100,10 +101,8 @@ class Runtime:
 
     def stop(self) -> None:
         self.stop_event.set()
-        try:
+        with contextlib.suppress(Exception):  # already stopped
             self.scheduler.shutdown(wait=True)
-        except Exception:  # noqa: S110 - already stopped
-            pass
         # Finish the current step: waits for health are cancelled, running API calls complete.
         self.daemon.queue.shutdown(cancel=True)
         if self.server is not None:

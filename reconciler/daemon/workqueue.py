@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 
@@ -64,8 +64,19 @@ class WorkQueue:
 
     def _start(self, job: Job) -> None:
         self._running[job.key] = job
-        future: Future[object] = self._pool.submit(job.run, job.cancel)
-        future.add_done_callback(lambda _f: self._done(job))
+        self._pool.submit(self._run, job)
+
+    def _run(self, job: Job) -> None:
+        # _done runs on the worker thread after the job, never inline under the submitter's lock
+        # (Future.add_done_callback would call it inline when the job is already finished).
+        try:
+            job.run(job.cancel)
+        except Exception:  # a job's failure must not stop its environment's queue
+            import structlog
+
+            structlog.get_logger("reconciler").exception("job.crashed", key=job.key, kind=job.kind)
+        finally:
+            self._done(job)
 
     def _done(self, job: Job) -> None:
         with self._lock:

@@ -21,7 +21,10 @@ BASE_IMAGE = "reconciler-test/busybox:latest"
 def git(*args: str, cwd: Path | None = None) -> str:
     out = subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args],
-        cwd=cwd, check=True, capture_output=True, text=True,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return out.stdout.strip()
 
@@ -99,7 +102,10 @@ def cleanup(docker_client: docker.DockerClient) -> Iterator[Callable[[str], None
         if any(n.attrs["Labels"].get("com.docker.compose.project", "").startswith(p) for p in prefixes):
             n.remove()
     for v in docker_client.volumes.list(filters={"label": "com.docker.compose.project"}):
-        if any((v.attrs.get("Labels") or {}).get("com.docker.compose.project", "").startswith(p) for p in prefixes):
+        if any(
+            (v.attrs.get("Labels") or {}).get("com.docker.compose.project", "").startswith(p)
+            for p in prefixes
+        ):
             v.remove(force=True)
 
 

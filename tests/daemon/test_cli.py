@@ -17,7 +17,9 @@ pytestmark = pytest.mark.docker
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "reconciler", *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def status(cfg: Path) -> dict[str, dict[str, Any]]:
@@ -26,7 +28,9 @@ def status(cfg: Path) -> dict[str, dict[str, Any]]:
     return {e["project"]: e for e in json.loads(out.stdout) if e["project"]}
 
 
-def test_sync_status_suspend_resume_rollback_history(tmp_path: Path, repo: Repo, docker_client: Any, cleanup: Any) -> None:
+def test_sync_status_suspend_resume_rollback_history(
+    tmp_path: Path, repo: Repo, docker_client: Any, cleanup: Any
+) -> None:
     """An operator syncs, freezes production, resumes it, rolls it back and reads its history."""
     prefix = unique_prefix()
     cleanup(prefix)

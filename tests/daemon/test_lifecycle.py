@@ -10,7 +10,7 @@ import pytest
 
 from reconciler.commands.daemon import _daemon
 from reconciler.config import load_config
-from tests.daemon.conftest import Repo, wait_for
+from tests.daemon.conftest import Repo
 from tests.daemon.helpers import unique_prefix, write_config
 
 pytestmark = pytest.mark.docker
@@ -41,7 +41,12 @@ def test_branches_become_stacks_and_follow_pushes_and_deletes(
     daemon = _daemon(load_config(write_config(tmp_path, repo.bare, prefix)))
     sync_all(daemon)
 
-    projects = {f"{prefix}-production", f"{prefix}-staging", f"{prefix}-test-feature-login", f"{prefix}-test-fix-bug-42"}
+    projects = {
+        f"{prefix}-production",
+        f"{prefix}-staging",
+        f"{prefix}-test-feature-login",
+        f"{prefix}-test-fix-bug-42",
+    }
     statuses = {s.project: s for s in daemon.environments()}
     for project in projects:
         assert statuses[project].health == "Healthy", (project, statuses[project].error)
@@ -62,8 +67,11 @@ def test_branches_become_stacks_and_follow_pushes_and_deletes(
     before = {p: {s: c.id for s, c in containers(docker_client, p).items()} for p in projects}
 
     # A push to develop updates only staging.
-    repo.edit_yaml("develop", "docker-compose.maildev.yml",
-                   lambda d: d["services"].setdefault("db", {}).update(environment={"STAGING_ONLY": "1"}))
+    repo.edit_yaml(
+        "develop",
+        "docker-compose.maildev.yml",
+        lambda d: d["services"].setdefault("db", {}).update(environment={"STAGING_ONLY": "1"}),
+    )
     sync_all(daemon)
     after = {p: {s: c.id for s, c in containers(docker_client, p).items()} for p in projects}
     assert after[f"{prefix}-staging"]["db"] != before[f"{prefix}-staging"]["db"]
@@ -71,8 +79,11 @@ def test_branches_become_stacks_and_follow_pushes_and_deletes(
         assert after[p] == before[p], p
 
     # A new master commit redeploys production; the database volume keeps its data.
-    repo.edit_yaml("master", "docker-compose.persist.yml",
-                   lambda d: d["services"]["db"].update(environment={"REDEPLOYED": "1"}))
+    repo.edit_yaml(
+        "master",
+        "docker-compose.persist.yml",
+        lambda d: d["services"]["db"].update(environment={"REDEPLOYED": "1"}),
+    )
     sync_all(daemon)
     new_db = containers(docker_client, f"{prefix}-production")["db"]
     assert new_db.id != prod_db.id
@@ -104,7 +115,9 @@ def test_git_outage_never_deletes_previews(
     prefix = unique_prefix()
     cleanup(prefix)
     repo.branch("feature/a", change="<p>a</p>")
-    daemon = _daemon(load_config(write_config(tmp_path, repo.bare, prefix, envs={"production": {"branch": "nope"}})))
+    daemon = _daemon(
+        load_config(write_config(tmp_path, repo.bare, prefix, envs={"production": {"branch": "nope"}}))
+    )
     sync_all(daemon)
     preview = f"{prefix}-test-feature-a"
     assert containers(docker_client, preview)["web"].status == "running"

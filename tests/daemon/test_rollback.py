@@ -1,4 +1,4 @@
-"""Failed deploys of persistent environments roll back to the last good revision, and aren't retried in a loop."""
+"""Failed deploys of persistent environments roll back to the last good revision; no retry loop."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from tests.daemon.test_lifecycle import containers, sync_all
 
 pytestmark = pytest.mark.docker
 
+
 def test_broken_commit_rolls_back_and_is_not_retried(
     tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
 ) -> None:
@@ -31,8 +32,13 @@ def test_broken_commit_rolls_back_and_is_not_retried(
     assert good is not None
     good_web = containers(docker_client, project)["web"]
 
-    bad = repo.edit_yaml("master", "docker-compose.persist.yml", lambda d: d["services"]["web"].update(
-        command=["sh", "-c", "echo boom: missing settings >&2; exit 3"]))
+    bad = repo.edit_yaml(
+        "master",
+        "docker-compose.persist.yml",
+        lambda d: d["services"]["web"].update(
+            command=["sh", "-c", "echo boom: missing settings >&2; exit 3"]
+        ),
+    )
     sync_all(daemon)
     history = daemon.state.history(project)
     assert history[0].trigger == "rollback" and history[0].result is Result.SUCCESS

@@ -1,4 +1,4 @@
-"""`reconciler run` as users run it: a process with its HTTP server, scheduler, webhooks and crash recovery."""
+"""`reconciler run` as users run it: HTTP server, scheduler, webhooks, drift, crash recovery."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ class Daemon:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "reconciler", "run", "-c", str(self.config)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         wait_for(self._answers, 30)
 
@@ -68,7 +70,9 @@ class Daemon:
         return out
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> int:
-        req = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers, method="POST")
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers=headers, method="POST"
+        )
         try:
             with urllib.request.urlopen(req, timeout=5) as resp:
                 return int(resp.status)
@@ -88,7 +92,10 @@ def daemon_proc(tmp_path: Path, repo: Repo, cleanup: Any) -> Iterator[tuple[Daem
     port = free_port()
     repo.branch("develop", change="<p>staging</p>")
     cfg = write_config(
-        tmp_path, repo.bare, prefix, listen=f"127.0.0.1:{port}",
+        tmp_path,
+        repo.bare,
+        prefix,
+        listen=f"127.0.0.1:{port}",
         app={"webhook_secret": SECRET},
         envs={"production": {"self_heal": True}},
     )
@@ -109,8 +116,12 @@ def test_run_serves_status_metrics_webhooks_and_drift(
 
     # API, metrics and `reconciler status` agree.
     api = d.api()
-    cli = subprocess.run([sys.executable, "-m", "reconciler", "status", "-c", str(d.config), "--format", "json"],
-                         capture_output=True, text=True, check=True)
+    cli = subprocess.run(
+        [sys.executable, "-m", "reconciler", "status", "-c", str(d.config), "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     cli_rows = {e["project"]: e for e in json.loads(cli.stdout) if e["project"]}
     for p in (prod, staging):
         assert cli_rows[p]["deployed_commit"] == api[p]["deployed_commit"]
@@ -118,15 +129,29 @@ def test_run_serves_status_metrics_webhooks_and_drift(
     m = d.metrics()
     labels = (("app", "demo"), ("environment", "staging"), ("project", staging))
     assert m[("reconciler_environment_out_of_sync", labels)] == 0
-    assert m[("reconciler_environment_health", (*labels[:2], ("project", staging), ("status", "Healthy")))] == 1
+    assert (
+        m[("reconciler_environment_health", (*labels[:2], ("project", staging), ("status", "Healthy")))] == 1
+    )
     page = d.get("/")
     assert prod in page and staging in page
 
     # Stopping a container of a non-self-healing env shows as drift, then clears once fixed.
     web = containers(docker_client, staging)["web"]
     web.stop(timeout=1)
-    drift_key = ("reconciler_service_drift", tuple(sorted(
-        {"app": "demo", "environment": "staging", "project": staging, "service": "web", "reason": "stopped"}.items())))
+    drift_key = (
+        "reconciler_service_drift",
+        tuple(
+            sorted(
+                {
+                    "app": "demo",
+                    "environment": "staging",
+                    "project": staging,
+                    "service": "web",
+                    "reason": "stopped",
+                }.items()
+            )
+        ),
+    )
     wait_for(lambda: d.metrics().get(drift_key) == 1, 30)
     web.start()
     wait_for(lambda: drift_key not in d.metrics(), 30)
@@ -135,42 +160,70 @@ def test_run_serves_status_metrics_webhooks_and_drift(
     prod_web = containers(docker_client, prod)["web"]
     prod_web.stop(timeout=1)
     wait_for(lambda: containers(docker_client, prod)["web"].status == "running", 60)
-    wait_for(lambda: any(k[0] == "reconciler_self_heals_total" and v >= 1 for k, v in d.metrics().items()), 30)
+    wait_for(
+        lambda: any(k[0] == "reconciler_self_heals_total" and v >= 1 for k, v in d.metrics().items()), 30
+    )
 
     # A signed push webhook deploys without waiting for the (1 h) poll.
     new = repo.commit("develop", {"site/index.html": "<p>staging v2</p>"})
     body = json.dumps({"ref": "refs/heads/develop", "repository": {"clone_url": str(repo.bare)}}).encode()
     sig = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
-    bad = d.post("/hooks/github", body, {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=00",
-                                         "Content-Type": "application/json"})
+    bad = d.post(
+        "/hooks/github",
+        body,
+        {"X-GitHub-Event": "push", "X-Hub-Signature-256": "sha256=00", "Content-Type": "application/json"},
+    )
     assert bad == 401
-    code = d.post("/hooks/github", body, {"X-GitHub-Event": "push", "X-Hub-Signature-256": sig,
-                                          "X-GitHub-Delivery": "d-1", "Content-Type": "application/json"})
+    code = d.post(
+        "/hooks/github",
+        body,
+        {
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": sig,
+            "X-GitHub-Delivery": "d-1",
+            "Content-Type": "application/json",
+        },
+    )
     assert code == 202
     wait_for(lambda: d.api()[staging]["deployed_commit"] == new, 90)
     assert d.stop() == 0
 
 
-def test_survives_kill_9_mid_deploy(daemon_proc: tuple[Daemon, str, Repo], docker_client: docker.DockerClient) -> None:
+def test_survives_kill_9_mid_deploy(
+    daemon_proc: tuple[Daemon, str, Repo], docker_client: docker.DockerClient
+) -> None:
     """SIGKILL while a deploy waits for health, then a restart, converges with no duplicate containers."""
     d, prefix, repo = daemon_proc
     prod = f"{prefix}-production"
     # A web that takes a few seconds to become healthy keeps the first deploy in progress.
-    repo.edit_yaml("master", "docker-compose.persist.yml", lambda d: d["services"]["web"].update(
-        command=["sh", "-c", "sleep 3; exec httpd -f -p 8000 -h /www"]))
+    repo.edit_yaml(
+        "master",
+        "docker-compose.persist.yml",
+        lambda d: d["services"]["web"].update(command=["sh", "-c", "sleep 3; exec httpd -f -p 8000 -h /www"]),
+    )
     d.start()
     wait_for(lambda: "web" in containers(docker_client, prod), 120)
     d.stop(signal.SIGKILL)
     d.start()
-    wait_for(lambda: d.api().get(prod, {}).get("health") == "Healthy"
-             and d.api()[prod]["sync"] == "Synced", 180)
-    names = [c.name for c in docker_client.containers.list(
-        all=True, filters={"label": f"com.docker.compose.project={prod}"})]
+    wait_for(
+        lambda: d.api().get(prod, {}).get("health") == "Healthy" and d.api()[prod]["sync"] == "Synced", 180
+    )
+    names = [
+        c.name
+        for c in docker_client.containers.list(
+            all=True, filters={"label": f"com.docker.compose.project={prod}"}
+        )
+    ]
     assert sorted(names) == sorted(set(names))
     assert sorted(names) == sorted([f"{prod}-db-1", f"{prod}-migrate-1", f"{prod}-web-1"])
-    history = json.loads(subprocess.run(
-        [sys.executable, "-m", "reconciler", "history", "-c", str(d.config), prod, "--format", "json"],
-        capture_output=True, text=True, check=True).stdout)
+    history = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "reconciler", "history", "-c", str(d.config), prod, "--format", "json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     # The killed attempt is recorded as interrupted; the restart converged what it left (often a no-op).
     assert history[0]["result"] in ("success", "noop")
     assert any("interrupted" in h["error"] for h in history[1:]), history
