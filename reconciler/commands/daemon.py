@@ -71,13 +71,8 @@ def _sync(args: argparse.Namespace) -> int:
     cfg = _config(args)
     logs.configure()
     daemon = _daemon(cfg)
+    # Targets are checked after the pass: a poll may create the project a target names.
     only = set(args.targets) or None
-    if only:
-        known = {e.name for a in cfg.apps for e in a.environments}
-        for name in only:
-            if name not in known and not any(t.project == name for t in daemon._targets.values()):
-                # A project not yet known is fine if a poll creates it; checked again after the pass.
-                pass
     for app in cfg.apps:
         daemon.poll(app.name, only=only, trigger="sync")
     daemon.queue.wait_idle()
@@ -85,10 +80,9 @@ def _sync(args: argparse.Namespace) -> int:
     failed = False
     statuses = daemon.environments()
     seen = set()
-    for app_name, view in daemon._views.items():
-        if view.error:
-            print(f"{app_name}: git error: {view.error}", file=sys.stderr)
-            failed = True
+    for app_name, error in daemon.git_errors().items():
+        print(f"{app_name}: git error: {error}", file=sys.stderr)
+        failed = True
     for s in statuses:
         if not s.project:
             continue
@@ -96,7 +90,7 @@ def _sync(args: argparse.Namespace) -> int:
             continue
         seen.add(s.project)
         seen.add(s.environment)
-        outcome = daemon._outcomes.get(s.project)
+        outcome = daemon.outcome(s.project)
         if outcome is None:
             print(f"{s.project}: up to date at {(s.deployed_commit or '-')[:12]}")
             continue

@@ -404,6 +404,15 @@ class Daemon:
             threading.Thread(target=self.poll, args=(app,), kwargs={"trigger": reason}, daemon=True).start()
         return True
 
+    def git_errors(self) -> dict[str, str]:
+        """App -> the error of its last poll, for apps whose last poll failed."""
+        return {name: view.error for name, view in self._views.items() if view.error}
+
+    def outcome(self, project: str) -> Outcome | None:
+        """What the last deploy of ``project`` in this process did (None: nothing was deployed)."""
+        with self._lock:
+            return self._outcomes.get(project)
+
     # -- targets for CLI commands ------------------------------------------------------------------
     def find_target(self, name: str) -> Target:
         """A project name or an environment name (unique across apps) → its live target."""

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.daemon.conftest import Repo, wait_for
 from tests.daemon.helpers import unique_prefix, write_config
 from tests.daemon.test_lifecycle import containers
+from tests.report.test_report_prometheus import _start_prometheus
 
 pytestmark = pytest.mark.docker
 SECRET = "hook-secret"
@@ -153,6 +155,20 @@ def test_run_serves_status_metrics_webhooks_and_drift(
         ),
     )
     wait_for(lambda: d.metrics().get(drift_key) == 1, 30)
+    # A real Prometheus scraping the daemon sees the same drift.
+    prom, base, _log = _start_prometheus(d.log.parent, d.port)
+    try:
+        query = f'reconciler_service_drift{{project="{staging}",service="web",reason="stopped"}}'
+
+        def scraped() -> bool:
+            url = f"{base}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                return bool(json.loads(resp.read())["data"]["result"])
+
+        wait_for(scraped, 60)
+    finally:
+        prom.kill()
+        prom.wait()
     web.start()
     wait_for(lambda: drift_key not in d.metrics(), 30)
 
