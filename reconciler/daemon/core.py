@@ -307,7 +307,11 @@ class Daemon:
     # -- DaemonView --------------------------------------------------------------------------------
     def environments(self) -> list[EnvironmentStatus]:
         with self._lock:
-            targets = sorted(self._targets.values(), key=lambda t: (t.app.name, t.env.name, t.project))
+            # Config order (production, staging, then previews), previews by project name.
+            targets = sorted(
+                self._targets.values(),
+                key=lambda t: (t.app.name, [e.name for e in t.app.environments].index(t.env.name), t.project),
+            )
         out: list[EnvironmentStatus] = []
         for t in targets:
             out.append(self.status_of(t))
