@@ -42,13 +42,15 @@ def _config(args: argparse.Namespace) -> Config:
     return load_config(args.config)
 
 
-def _daemon(cfg: Config, *, metrics: bool = False) -> Daemon:
+def _daemon(cfg: Config, *, metrics: bool = False, owner: bool = False) -> Daemon:
     from reconciler.converge import Converger
     from reconciler.daemon.core import Daemon
     from reconciler.engine import DockerEngine
     from reconciler.state import State
 
-    daemon = Daemon(cfg, state=State.open(cfg.state_dir), converger=Converger(DockerEngine.from_env()))
+    daemon = Daemon(
+        cfg, state=State.open(cfg.state_dir), converger=Converger(DockerEngine.from_env()), owner=owner
+    )
     if metrics:
         from reconciler.report.metrics import Metrics
 
@@ -62,7 +64,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     logs.configure()
-    return Runtime(_daemon(cfg, metrics=True)).run_forever()
+    return Runtime(_daemon(cfg, metrics=True, owner=True)).run_forever()
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -74,7 +76,7 @@ def _sync(args: argparse.Namespace) -> int:
     # Targets are checked after the pass: a poll may create the project a target names.
     only = set(args.targets) or None
     for app in cfg.apps:
-        daemon.poll(app.name, only=only, trigger="sync")
+        daemon.poll(app.name, only=only, trigger="sync", manual=True)
     daemon.queue.wait_idle()
     daemon.queue.shutdown(cancel=False)
     failed = False

@@ -48,7 +48,10 @@ class Daemon:
         converger: Converger,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        owner: bool = False,
     ) -> None:
+        """``owner``: this process is the daemon (`reconciler run`), so deploys left running in the
+        database were interrupted by a crash; one-shot CLI commands must not claim that."""
         from reconciler.source import GitSource
 
         self.config = config
@@ -75,7 +78,7 @@ class Daemon:
         self._poll_again: set[str] = set()
         self._trigger: Callable[[str], None] | None = None  # set by the scheduler wiring in run()
         self.alive_check: Callable[[], bool] = lambda: True
-        self._recover()
+        self._recover(owner)
 
     def attach_metrics(self, metrics: Metrics) -> None:
         """Metrics read this daemon as their view, so they are attached after construction."""
@@ -83,9 +86,10 @@ class Daemon:
         self.deployer.metrics = metrics
 
     # -- start-up ----------------------------------------------------------------------------------
-    def _recover(self) -> None:
+    def _recover(self, owner: bool) -> None:
         """Rebuild the view from the database (targets, interrupted deploys); live Docker state follows."""
-        self.state.interrupt_running("interrupted: the daemon stopped during this deploy")
+        if owner:
+            self.state.interrupt_running("interrupted: the daemon stopped during this deploy")
         for row in self.state.environments():
             app = self._apps.get(row.app)
             env = self._env(row.app, row.environment)
@@ -105,7 +109,14 @@ class Daemon:
         return None
 
     # -- git poll ----------------------------------------------------------------------------------
-    def poll(self, app_name: str, *, only: Collection[str] | None = None, trigger: str = "poll") -> None:
+    def poll(
+        self,
+        app_name: str,
+        *,
+        only: Collection[str] | None = None,
+        trigger: str = "poll",
+        manual: bool = False,
+    ) -> None:
         """One poll of one app; a trigger during a poll makes it run once more, never twice at once."""
         with self._lock:
             if app_name in self._polling:
@@ -114,7 +125,7 @@ class Daemon:
             self._polling.add(app_name)
         try:
             while True:
-                self._poll_once(app_name, only=only, trigger=trigger)
+                self._poll_once(app_name, only=only, trigger=trigger, manual=manual)
                 with self._lock:
                     if app_name not in self._poll_again:
                         break
@@ -123,7 +134,7 @@ class Daemon:
             with self._lock:
                 self._polling.discard(app_name)
 
-    def _poll_once(self, app_name: str, *, only: Collection[str] | None, trigger: str) -> None:
+    def _poll_once(self, app_name: str, *, only: Collection[str] | None, trigger: str, manual: bool) -> None:
         from reconciler.branches import desired_environments
 
         app = self._apps[app_name]
@@ -161,13 +172,15 @@ class Daemon:
                 self._targets[d.project] = target
             if only is not None and not self._matches(target, only):
                 continue
-            self._maybe_deploy(target, d.commit, trigger=trigger, manual=only is not None)
+            self._maybe_deploy(target, d.commit, trigger=trigger, manual=manual)
         # 3. ephemeral stacks whose branch is gone (or expired): sweep, don't rely on seeing a delete
         for project, branch, env_name in self._ephemeral_stacks(app_name):
             if project in wanted:
                 continue
             if only is not None and project not in only and env_name not in only:
                 continue
+            if self.state.suspension(project) is not None:
+                continue  # suspended: observed, not changed (not even removed)
             self._teardown(app_name, env_name, project, branch)
 
     def _commit_times_for(self, app: AppConfig, source: GitSource, heads: dict[str, str]) -> dict[str, float]:

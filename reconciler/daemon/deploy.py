@@ -6,11 +6,13 @@ Each step reads as a line of the reconcile; every exit path records its outcome 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,10 +146,29 @@ class Deployer:
             self._rendered.pop(project, None)
 
     # -- deploy ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _project_lock(self, project: str) -> Iterator[None]:
+        """One change at a time per project across processes: the daemon's workers serialize among
+        themselves, this also makes `reconciler rollback`/`sync` wait for a deploy the daemon runs."""
+        path = Path(self.config.state_dir) / "locks" / f"{project}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def deploy(
         self, target: Target, commit: str, *, trigger: str, cancel: threading.Event | None = None
     ) -> Outcome:
         """Converge ``target`` to ``commit``; a persistent env that fails rolls back to its last good one."""
+        with self._project_lock(target.project):
+            return self._deploy(target, commit, trigger=trigger, cancel=cancel)
+
+    def _deploy(
+        self, target: Target, commit: str, *, trigger: str, cancel: threading.Event | None
+    ) -> Outcome:
         log = logs.get(
             app=target.app.name, environment=target.env.name, project=target.project, commit=commit[:12]
         )
@@ -229,7 +250,7 @@ class Deployer:
         good = self.state.last_success(target.project)
         if good is None or good.commit == commit:
             return Outcome(Result.FAILURE, commit, message)
-        back = self.rollback(target, good.commit, failed_commit=commit)
+        back = self._rollback(target, good.commit, failed_commit=commit, trigger="rollback")
         return Outcome(
             Result.ROLLED_BACK if back.result is Result.SUCCESS else Result.FAILURE,
             commit,
@@ -241,6 +262,10 @@ class Deployer:
         self, target: Target, commit: str, *, failed_commit: str | None = None, trigger: str = "rollback"
     ) -> Outcome:
         """Redeploy a known-good ``commit`` (automatic after a failure, or `reconciler rollback`)."""
+        with self._project_lock(target.project):
+            return self._rollback(target, commit, failed_commit=failed_commit, trigger=trigger)
+
+    def _rollback(self, target: Target, commit: str, *, failed_commit: str | None, trigger: str) -> Outcome:
         log = logs.get(
             app=target.app.name, environment=target.env.name, project=target.project, commit=commit[:12]
         )
@@ -272,14 +297,16 @@ class Deployer:
         rendered = self.rendered(target)
         if rendered is None:
             return
-        self.converger.up(
-            rendered, timeout=float(target.env.deploy_timeout), labels=target.labels(), cancel=cancel
-        )
+        with self._project_lock(target.project):
+            self.converger.up(
+                rendered, timeout=float(target.env.deploy_timeout), labels=target.labels(), cancel=cancel
+            )
 
     def teardown(self, app: str, environment: str, project: str, branch: str) -> None:
         """Remove an ephemeral stack with its volumes and built images, its checkout and its state row."""
         log = logs.get(app=app, environment=environment, project=project, branch=branch)
-        self.converger.down(project, volumes=True, images=True)
+        with self._project_lock(project):
+            self.converger.down(project, volumes=True, images=True)
         shutil.rmtree(self.checkout_dir(project), ignore_errors=True)
         self.forget(project)
         self.state.remove_environment(project)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from reconciler import labels as L
@@ -125,3 +127,50 @@ def test_observe_groups_many_projects_from_one_list(stack: Stack) -> None:
     assert [c.name for c in live[stack.name].containers] == [f"{stack.name}-app-1"]
     assert live["tcv-absent-project"].containers == ()
     assert stack.name in stack.converger.observe()
+
+
+def test_every_drift_reason_is_reported(stack: Stack) -> None:
+    """missing, stopped, config, image, orphan and unhealthy each show up as that drift reason, by service."""
+    tag = f"{stack.name}-img:latest"
+    docker("tag", BUSYBOX, tag)
+    stack.images.append(tag)
+    compose = f"""
+        services:
+          gone: {{image: {BUSYBOX}, command: ["sleep", "3600"]}}
+          halted: {{image: {BUSYBOX}, command: ["sleep", "3600"]}}
+          edited: {{image: {BUSYBOX}, command: ["sleep", "3600"], environment: {{V: "1"}}}}
+          retagged: {{image: {tag}, command: ["sleep", "3600"]}}
+          leftover: {{image: {BUSYBOX}, command: ["sleep", "3600"]}}
+          sick:
+            image: {BUSYBOX}
+            command: ["sh", "-c", "touch /ok && exec sleep 3600"]
+            healthcheck: {{test: ["CMD", "test", "-f", "/ok"], interval: 1s, timeout: 1s, retries: 1}}
+        """
+    stack.write(compose)
+    stack.up()
+    assert stack.plan().drifts() == ()
+
+    docker("rm", "-f", f"{stack.name}-gone-1")
+    docker("stop", "-t", "0", f"{stack.name}-halted-1")
+    (stack.dir / "img").mkdir()
+    (stack.dir / "img" / "Dockerfile").write_text(f"FROM {BUSYBOX}\nLABEL rebuilt={stack.name}\n")
+    docker("build", "-q", "-t", tag, str(stack.dir / "img"))
+    docker("exec", f"{stack.name}-sick-1", "rm", "/ok")
+    without_leftover = "\n".join(line for line in compose.splitlines() if "leftover:" not in line)
+    stack.write(without_leftover.replace('V: "1"', 'V: "2"'))
+
+    def reasons() -> set[tuple[str, str]]:
+        return {(d.service, str(d.reason)) for d in stack.plan().drifts()}
+
+    expected = {
+        ("gone", "missing"),
+        ("halted", "stopped"),
+        ("edited", "config"),
+        ("retagged", "image"),
+        ("leftover", "orphan"),
+        ("sick", "unhealthy"),
+    }
+    deadline = time.monotonic() + 30
+    while reasons() != expected and time.monotonic() < deadline:
+        time.sleep(0.5)  # the healthcheck needs a probe or two to turn unhealthy
+    assert reasons() == expected

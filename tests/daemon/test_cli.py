@@ -73,7 +73,8 @@ def test_sync_status_suspend_resume_rollback_history(
 
     hist = cli("history", "-c", str(cfg), "production", "--format", "json")
     records = json.loads(hist.stdout)
-    assert [r["trigger"] for r in records[:2]] == ["manual-rollback", "manual-rollback"]
+    rollbacks = [r["commit"] for r in records if r["trigger"] == "manual-rollback"]
+    assert rollbacks == [second, first] and records[0]["trigger"] == "manual-rollback"
     assert {r["commit"] for r in records} == {first, second}
     assert "COMMIT" in cli("history", "-c", str(cfg), "production").stdout
 

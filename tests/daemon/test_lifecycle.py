@@ -17,10 +17,16 @@ pytestmark = pytest.mark.docker
 
 
 def containers(client: docker.DockerClient, project: str) -> dict[str, Any]:
-    return {
-        c.labels["com.docker.compose.service"]: c
-        for c in client.containers.list(all=True, filters={"label": f"com.docker.compose.project={project}"})
-    }
+    """Service -> container of a project; lists again if one vanishes mid-list (the daemon recreated it)."""
+    for _attempt in range(5):
+        try:
+            listed = client.containers.list(
+                all=True, filters={"label": f"com.docker.compose.project={project}"}
+            )
+        except docker.errors.NotFound:
+            continue
+        return {c.labels["com.docker.compose.service"]: c for c in listed}
+    raise AssertionError(f"containers of {project} kept changing while listed")
 
 
 def sync_all(daemon: Any) -> None:

@@ -58,7 +58,7 @@ def test_broken_commit_rolls_back_and_is_not_retried(
     sync_all(daemon)
     assert len(daemon.state.history(project)) == len(history)
     # ...but a manual sync of that environment tries it again.
-    daemon.poll("demo", only={project}, trigger="sync")
+    daemon.poll("demo", only={project}, trigger="sync", manual=True)
     assert daemon.queue.wait_idle(120)
     assert len(daemon.state.history(project)) > len(history)
     daemon.queue.shutdown()

@@ -114,7 +114,14 @@ def test_run_serves_status_metrics_webhooks_and_drift(
     d, prefix, repo = daemon_proc
     d.start()
     prod, staging = f"{prefix}-production", f"{prefix}-staging"
-    wait_for(lambda: all(d.api().get(p, {}).get("health") == "Healthy" for p in (prod, staging)), 180)
+
+    def converged() -> bool:
+        api = d.api()
+        return all(
+            api.get(p, {}).get("health") == "Healthy" and api[p]["sync"] == "Synced" for p in (prod, staging)
+        )
+
+    wait_for(converged, 180)
 
     # API, metrics and `reconciler status` agree.
     api = d.api()
