@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ConfigError
-from reconciler.status import DeployRecord, EnvironmentStatus, Result
+from reconciler.status import DeployRecord, Result
 
 if TYPE_CHECKING:
     from reconciler.config import Config
@@ -120,20 +120,15 @@ def _api_status(cfg: Config) -> list[dict[str, Any]] | None:
     return data if isinstance(data, list) else None
 
 
-def status_dict(s: EnvironmentStatus) -> dict[str, Any]:
-    """The JSON shape shared by `reconciler status --format json` and /api/environments."""
-    from reconciler.report.api import environment_json
-
-    return environment_json(s)
-
-
 def _status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     rows = _api_status(cfg)
     if rows is None:
         daemon = _daemon(cfg)
         daemon.check_drift()
-        rows = [status_dict(s) for s in daemon.environments()]
+        from reconciler.report.api import environments_json
+
+        rows = environments_json(daemon.environments())
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0

@@ -76,7 +76,8 @@ class Daemon:
         self._docker_up = True
         self._polling: set[str] = set()
         self._poll_again: set[str] = set()
-        self._trigger: Callable[[str], None] | None = None  # set by the scheduler wiring in run()
+        # How a webhook's poll is started: set by Runtime (a thread per trigger); none in one-shot CLI use.
+        self.trigger: Callable[[str], None] | None = None
         self.alive_check: Callable[[], bool] = lambda: True
         self._recover(owner)
 
@@ -415,8 +416,8 @@ class Daemon:
     def trigger_poll(self, app: str, reason: str) -> bool:
         if app not in self._apps:
             return False
-        if self._trigger is not None:
-            self._trigger(app)
+        if self.trigger is not None:
+            self.trigger(app)
         else:
             threading.Thread(target=self.poll, args=(app,), kwargs={"trigger": reason}, daemon=True).start()
         return True

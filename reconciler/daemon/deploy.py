@@ -116,11 +116,20 @@ class Deployer:
         return RenderOptions(
             files=tuple(files),
             project_directory=str(path),
-            env_files=tuple(str(f) for f in env.env_files),
+            env_files=self._env_files(path, env),
             project_name=target.project,
             environ=dict(env.env),
             inline=inline,
         )
+
+    @staticmethod
+    def _env_files(path: Path, env: EnvConfig) -> tuple[str, ...]:
+        """The repository's .env first, then the operator's env_files (later files win, as with repeated
+        `--env-file`); an explicit --env-file would otherwise make compose skip the repository's .env."""
+        if not env.env_files:
+            return ()  # the renderer reads <checkout>/.env by itself
+        repo_env = path / ".env"
+        return (*([str(repo_env)] if repo_env.is_file() else []), *(str(f) for f in env.env_files))
 
     def rendered(self, target: Target) -> RenderedProject | None:
         """The last rendered model of a live environment (re-rendered from its checkout after a restart)."""

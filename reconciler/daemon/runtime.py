@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +57,7 @@ class Runtime:
             next_run_time=now,
             misfire_grace_time=None,
         )
-        d._trigger = self._trigger_poll
+        d.trigger = self._trigger_poll
         d.alive_check = lambda: bool(self.scheduler.running)
         self.scheduler.start()
         host, port = cfg.listen
@@ -121,13 +120,3 @@ class Runtime:
             pass
         self.stop()
         return 0
-
-
-def wait_until(predicate: Any, timeout: float, interval: float = 0.2) -> bool:
-    """Poll ``predicate`` until true or ``timeout`` (for CLI one-shots; tests use their own helper)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
