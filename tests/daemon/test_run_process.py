@@ -98,6 +98,8 @@ def daemon_proc(tmp_path: Path, repo: Repo, cleanup: Any) -> Iterator[tuple[Daem
         repo.bare,
         prefix,
         listen=f"127.0.0.1:{port}",
+        # The timer never fires during a test: drift is found through Docker events (die, stop, start).
+        drift_interval="1h",
         app={"webhook_secret": SECRET},
         envs={"production": {"self_heal": True}},
     )
@@ -110,7 +112,8 @@ def daemon_proc(tmp_path: Path, repo: Repo, cleanup: Any) -> Iterator[tuple[Daem
 def test_run_serves_status_metrics_webhooks_and_drift(
     daemon_proc: tuple[Daemon, str, Repo], docker_client: docker.DockerClient
 ) -> None:
-    """The daemon converges, reports drift as metrics, self-heals, and deploys on a signed webhook."""
+    """The daemon converges, reports drift (seen through Docker events) as metrics, self-heals, and deploys
+    on a signed webhook."""
     d, prefix, repo = daemon_proc
     d.start()
     prod, staging = f"{prefix}-production", f"{prefix}-staging"
