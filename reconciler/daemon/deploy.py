@@ -58,6 +58,13 @@ class Target:
     def url(self) -> str | None:
         return self.env.url_for(self.slug, self.project)
 
+    def expand(self, value: str) -> str:
+        """``{branch}`` (slug), ``{app}`` and ``{project}`` in an `env:` value, so each preview can get its
+        own HOST. Only these exact tokens are replaced: other braces (JSON, say) stay as written."""
+        for token, text in (("{branch}", self.slug), ("{app}", self.app.name), ("{project}", self.project)):
+            value = value.replace(token, text)
+        return value
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -118,7 +125,7 @@ class Deployer:
             project_directory=str(path),
             env_files=self._env_files(path, env),
             project_name=target.project,
-            environ=dict(env.env),
+            environ={k: target.expand(v) for k, v in env.env.items()},
             inline=inline,
         )
 

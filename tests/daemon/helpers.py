@@ -42,6 +42,7 @@ def write_config(tmp: Path, bare: Path, prefix: str, **overrides: Any) -> Path:
             "max": 5,
             "ttl": "14d",
             "url": "http://{branch}.preview.localhost",
+            "env": {"HOST": "{branch}.preview.localhost"},
             "timeout": "60s",
         },
     }

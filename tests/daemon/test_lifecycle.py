@@ -66,6 +66,10 @@ def test_branches_become_stacks_and_follow_pushes_and_deletes(
     assert "maildev" not in containers(docker_client, f"{prefix}-production")
     prod_web = containers(docker_client, f"{prefix}-production")["web"]
     assert prod_web.labels["traefik.enable"] == "true"
+    assert "HOST=prod.example.org" in prod_web.attrs["Config"]["Env"]
+    # `env:` templates give each preview its own host name.
+    preview_web = containers(docker_client, f"{prefix}-test-feature-login")["web"]
+    assert "HOST=feature-login.preview.localhost" in preview_web.attrs["Config"]["Env"]
 
     # Production data written into its volume survives every redeploy.
     prod_db = containers(docker_client, f"{prefix}-production")["db"]
