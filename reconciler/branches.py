@@ -214,6 +214,16 @@ def _valid(project: str) -> bool:
     return True
 
 
+def slug_of(env: EnvConfig, branch: str, project: str) -> str:
+    """The slug a kept project name was made from (a hash-suffixed one included): what ``{branch}``
+    expands to for that stack after a restart."""
+    if env.branch is None:
+        kept = _kept_slug(env, project)
+        if kept is not None:
+            return kept
+    return branch_slug(branch)
+
+
 def _kept_slug(env: EnvConfig, project: str | None) -> str | None:
     """The slug inside an earlier project name, if that name still fits the environment's template."""
     if project is None or not _valid(project):

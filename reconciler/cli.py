@@ -89,6 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "plan":
             p.add_argument("--format", choices=["text", "json"], default="text")
+        else:
+            p.add_argument(
+                "--allow-empty",
+                action="store_true",
+                help="let a project with no services remove the running containers (refused otherwise)",
+            )
 
     p = sub.add_parser("down", help="remove a project's containers and networks")
     p.add_argument("-p", "--project-name", dest="project", required=True, metavar="NAME")

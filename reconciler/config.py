@@ -35,7 +35,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 6048
 # Characters git never allows in a branch name (git-check-ref-format(1)); a glob needing one never matches.
 _REF_FORBIDDEN = set(" ~^:\\?*[\x7f") | {chr(c) for c in range(32)}
 
-_TOP_KEYS = ("state_dir", "listen", "drift_interval", "max_concurrent_deploys", "apps")
+_TOP_KEYS = ("state_dir", "listen", "drift_interval", "max_concurrent_deploys", "networks_pool", "apps")
 _APP_KEYS = ("repo", "poll_interval", "webhook_secret", "webhook_secret_file", "environments")
 _ENV_KEYS = (
     "branch",
@@ -49,6 +49,7 @@ _ENV_KEYS = (
     "env_files",
     "ephemeral",
     "self_heal",
+    "allow_empty",
     "max",
     "ttl",
     "url",
@@ -73,6 +74,7 @@ class EnvConfig:
     env_files: tuple[str, ...] = ()  # absolute paths
     ephemeral: bool = False
     self_heal: bool = False
+    allow_empty: bool = False  # a commit with no services may remove the running stack
     max: int | None = None
     ttl: float | None = None  # seconds
     url: str | None = None  # template: {branch} (slug), {app}, {project}
@@ -125,6 +127,9 @@ class Config:
     listen: tuple[str, int] = DEFAULT_LISTEN
     drift_interval: float = DEFAULT_DRIFT_INTERVAL
     max_concurrent_deploys: int = DEFAULT_MAX_CONCURRENT_DEPLOYS
+    # CIDR from which ephemeral environments' networks get a /24 each, so previews never use up Docker's
+    # default address pools that production and staging need. None: Docker's default pools.
+    networks_pool: str | None = None
     apps: tuple[AppConfig, ...]
 
     def app(self, name: str) -> AppConfig:
@@ -300,6 +305,7 @@ class _Parser:
         listen = self.listen(doc)
         drift = self.duration(doc, "drift_interval", "drift_interval", DEFAULT_DRIFT_INTERVAL)
         concurrent = self.integer(doc, "max_concurrent_deploys", "max_concurrent_deploys", minimum=1)
+        pool = self.network_pool(doc)
         apps_map = self.mapping(doc, "apps", "apps", required=True)
         assert apps_map is not None
         if not apps_map:
@@ -312,6 +318,7 @@ class _Parser:
             listen=listen,
             drift_interval=drift,
             max_concurrent_deploys=concurrent or DEFAULT_MAX_CONCURRENT_DEPLOYS,
+            networks_pool=pool,
             apps=apps,
         )
 
@@ -433,6 +440,7 @@ class _Parser:
             env_files=self.paths(m, "env_files", where),
             ephemeral=self.boolean(m, "ephemeral", f"{where}.ephemeral"),
             self_heal=self.boolean(m, "self_heal", f"{where}.self_heal"),
+            allow_empty=self.boolean(m, "allow_empty", f"{where}.allow_empty"),
             max=max_,
             ttl=ttl,
             url=self.template(m, "url", where, ("branch", "app", "project")),
@@ -580,6 +588,30 @@ class _Parser:
                 hint="write a number of seconds or e.g. 15s, 5m, 2h, 14d, 1h30m",
             )
         return seconds
+
+    def network_pool(self, doc: _Map) -> str | None:
+        raw = self.string(doc, "networks_pool", "networks_pool")
+        if raw is None:
+            return None
+        import ipaddress
+
+        try:
+            net = ipaddress.IPv4Network(raw.strip(), strict=True)
+        except ValueError as exc:
+            raise self.fail(
+                f"`networks_pool` must be an IPv4 network in CIDR form, not {raw!r} ({exc})",
+                doc.key_lines["networks_pool"],
+                "networks_pool",
+                hint="e.g. 10.210.0.0/16: each preview network gets a /24 of it",
+            ) from None
+        if net.prefixlen > 24:
+            raise self.fail(
+                f"`networks_pool` {raw!r} is smaller than one /24 network",
+                doc.key_lines["networks_pool"],
+                "networks_pool",
+                hint="give a /16 to /24 (a /16 holds 256 preview networks)",
+            )
+        return str(net)
 
     def listen(self, doc: _Map) -> tuple[str, int]:
         if "listen" not in doc:

@@ -7,17 +7,19 @@ every touched container is checked to be running or healthy. Docker is reached o
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
 from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from reconciler import labels as L
-from reconciler.engine import Engine, EngineError
-from reconciler.errors import DeployError
+from reconciler import logs, netpool
+from reconciler.engine import Engine, EngineError, EngineUnavailable
+from reconciler.errors import DeployError, DockerError, ReconcilerError
 from reconciler.names import validate_project_name
 from reconciler.plan import Action, Change, LiveProject, Plan, finishes, make_plan, parse_containers
 from reconciler.spec import (
@@ -125,6 +127,10 @@ class Converger:
                 yield event
                 if stop.is_set():
                     return
+            if not stop.is_set() and time.time() < until - 0.25:
+                # docker-py ends the stream quietly when the engine drops the connection: that is an
+                # outage, not a quiet window (the caller reconnects from ``since``).
+                raise DockerError("the Docker event stream ended early (engine stopped or restarted?)")
             since = until
 
     def plan(self, project: RenderedLike, live: LiveProject | None = None) -> Plan:
@@ -156,21 +162,40 @@ class Converger:
         labels: Mapping[str, str] | None = None,
         cancel: threading.Event | None = None,
         build: bool = True,
+        owner: str | None = None,
+        allow_empty: bool = False,
+        subnet_pool: str | None = None,
     ) -> Plan:
         """Converge ``project`` (`docker compose up -d --remove-orphans`) and return the plan applied.
+
+        ``owner`` (``"<instance>/<app>/<environment>"``) is stamped as ``io.reconciler.owner`` on every
+        object created; an existing object of the project carrying another owner makes the deploy fail
+        before anything changes. ``allow_empty``: a project with no services may remove a running stack.
+        ``subnet_pool`` (a CIDR): project networks without their own IPAM get a free /24 from it.
 
         ``labels`` go on every container, network and volume created (not into the config hash).
         ``build=False`` builds only missing images; by default services with `build:` are rebuilt
         every time, because the checked-out source is the truth and Docker's layer cache makes an
         unchanged rebuild cheap and keeps its image ID (so nothing is recreated).
         Raises DeployError(service=..., reason=...) when a service fails to start or become healthy
-        within ``timeout`` seconds, or reason="Cancelled" as soon as ``cancel`` is set while waiting.
+        within ``timeout`` seconds, or reason="Cancelled" as soon as ``cancel`` is set while waiting;
+        before any change, reason="NotOwner", "VolumeConflict"/"NetworkConflict" or "EmptyProject".
+
+        A recreate creates the replacement first, under a temporary name, so a config Docker refuses
+        never costs the running container; a start-first service switches once the replacement is ready.
         """
         spec = _spec(project)  # refuses unsupported keys and bad names before any Docker call
+        # Refuse before any change: an empty project, or objects that another deployment owns.
+        summaries = self._engine.list_containers(spec.name)
+        if not spec.services and not allow_empty:
+            raise _empty_project(spec.name, summaries)
+        self._check_ownership(spec, summaries, owner)
         extra = dict(labels or {})
+        if owner is not None:
+            extra[L.OWNER] = owner
         stop = _Stop(cancel)
         # Networks and volumes first: containers refer to them by name.
-        self._ensure_networks(spec, extra)
+        self._ensure_networks(spec, extra, subnet_pool=subnet_pool)
         self._ensure_volumes(spec, extra)
         # Images: pull or build per pull_policy, so a tag that moved is seen by the plan.
         image_ids = self._ensure_images(spec, build=build, stop=stop)
@@ -194,7 +219,35 @@ class Converger:
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(remove, ids))
 
-    def _ensure_networks(self, spec: ProjectSpec, extra: Mapping[str, str]) -> None:
+    def _check_ownership(
+        self, spec: ProjectSpec, containers: list[dict[str, Any]], owner: str | None
+    ) -> None:
+        """Refuse the project when a container, network or volume it would use carries another owner, or a
+        fixed-name network or volume belongs to another project. Objects without an owner label (an older
+        release's, or made by hand) are adopted as they are. With ``owner`` None, only projects count."""
+        for c in containers:
+            name = str((c.get("Names") or [""])[0]).lstrip("/")
+            _check_owner(spec.name, f"container {name}", c.get("Labels"), owner)
+        used = {n for s in spec.services for n in s.config.get("networks", {})}
+        for net in spec.networks:
+            if net.external or net.name not in used:
+                continue
+            labels = (self._engine.inspect_network(net.name) or {}).get("Labels")
+            _check_owner(spec.name, f"network {net.name}", labels, owner)
+            _check_project(spec.name, "network", net.name, labels)
+        for vol in spec.volumes:
+            if vol.external:
+                continue
+            labels = (self._engine.inspect_volume(vol.name) or {}).get("Labels")
+            _check_owner(spec.name, f"volume {vol.name}", labels, owner)
+            _check_project(spec.name, "volume", vol.name, labels)
+
+    def _ensure_networks(
+        self, spec: ProjectSpec, extra: Mapping[str, str], *, subnet_pool: str | None = None
+    ) -> None:
+        if subnet_pool is not None:
+            netpool.parse_pool(subnet_pool)  # a bad pool fails before any Docker call
+        taken: list[str] | None = None  # the host's subnets, listed when a pool first needs them
         used = {n for s in spec.services for n in s.config.get("networks", {})}
         for net in spec.networks:
             if net.name not in used:
@@ -216,11 +269,45 @@ class Converger:
                 )
             if info is None:
                 own = {L.PROJECT: spec.name, L.NETWORK: net.key, L.VERSION: COMPOSE_VERSION}
-                try:
-                    self._engine.create_network(net, {**net.labels, **extra, **own, L.MANAGED: "true"})
-                except EngineError as exc:
-                    if exc.status != 409:  # 409: a concurrent deploy created it first
-                        raise DeployError(str(exc), reason="NetworkFailed") from exc
+                labels = {**net.labels, **extra, **own, L.MANAGED: "true"}
+                # Only bridges whose compose file sets no subnet: a macvlan's subnet is its parent LAN's.
+                own_ipam = dict(net.ipam or {"Driver": "default", "Options": {}})
+                bridge = net.driver in (None, "bridge") and own_ipam.get("Driver") in (None, "default")
+                pool = subnet_pool if bridge and not own_ipam.get("Config") else None
+                refused: list[str] = []  # subnets another network took after we listed them
+                for attempt in range(5):
+                    target, subnet = net, None
+                    if pool is not None:
+                        if taken is None or attempt:  # once; again only after a concurrent deploy won
+                            taken = netpool.subnets(self._engine.list_networks({}))
+                        try:
+                            subnet = netpool.allocate(pool, [*taken, *refused])
+                        except DeployError as exc:
+                            raise DeployError(f"network {net.name!r}: {exc}", reason=exc.reason) from exc
+                        target = replace(net, ipam={**own_ipam, "Config": [{"Subnet": subnet}]})
+                    try:
+                        self._engine.create_network(target, labels)
+                    except (EngineError, EngineUnavailable) as exc:
+                        # Docker 20.10 answers 403 "Pool overlaps with other one on this address space".
+                        if subnet is not None and netpool.overlaps(exc.message):
+                            refused.append(subnet)
+                            continue
+                        if netpool.defaults_exhausted(exc.message):
+                            raise netpool.defaults_exhausted_error(net.name, exc.message) from exc
+                        if isinstance(exc, EngineUnavailable):
+                            raise  # transient: the deploy is retried
+                        if exc.status != 409:  # 409: a concurrent deploy created it first
+                            raise DeployError(str(exc), reason="NetworkFailed") from exc
+                    if taken is not None and subnet is not None:
+                        taken.append(subnet)  # the project's next network must not get it too
+                    break
+                else:
+                    raise DeployError(
+                        f"network {net.name!r}: Docker refused subnets {', '.join(refused)} from "
+                        f"networks_pool {pool} as taken, though no Docker network listed them (a host "
+                        "route or VPN may use them): choose a pool no host interface uses",
+                        reason="NetworkFailed",
+                    )
 
     def _ensure_volumes(self, spec: ProjectSpec, extra: Mapping[str, str]) -> None:
         for vol in spec.volumes:
@@ -319,14 +406,15 @@ class Converger:
         image_id = image_ids.get(svc.image) or ""
         for change in changes:
             stop.check(svc.name)
+            name = change.container
             if change.action is Action.CREATE:
-                self._create(spec, svc, change.number, image_id, extra)
+                name = self._start_new(svc, self._create(spec, svc, change.number, image_id, extra))
             elif change.action is Action.RECREATE:
-                self._recreate(spec, svc, change, image_id, extra)
+                name = self._recreate(spec, svc, change, image_id, extra, timeout, stop)
                 recreated.add(svc.name)
             else:
                 self._start(svc, change)
-            touched.append(_Ready(svc, change.container))
+            touched.append(_Ready(svc, name))
         if follow:
             live = self.observe([spec.name])[spec.name].service(svc.name)
             for c in live:
@@ -341,27 +429,65 @@ class Converger:
         image_id: str,
         extra: Mapping[str, str],
         keep_volumes: Mapping[str, str] | None = None,
-    ) -> None:
+        *,
+        name: str | None = None,
+    ) -> str:
+        """Create replica ``number`` (under ``name`` instead of its own, during a recreate) and connect its
+        other networks; nothing is started. Returns the name it was created under."""
         req = container_request(
             spec, svc, number, image_id=image_id, extra_labels=extra, keep_volumes=keep_volumes or {}
         )
+        name = name or req.name
         try:
-            cid = self._engine.create_container(req.name, req.body)
-            for network, endpoint in req.connect:
-                self._engine.connect_network(network, cid, endpoint)
-            self._engine.start_container(req.name)  # by name: error messages then name it
-        except EngineError as exc:
+            cid = self._engine.create_container(name, req.body)
+        except (EngineError, EngineUnavailable) as exc:
+            # Docker validates a create and answers 4xx for a bad config (unknown log driver...): that is
+            # permanent. A 5xx or 429 here is the engine's trouble, not the config's: transient, retried.
+            if isinstance(exc, EngineUnavailable):
+                raise
             hint = ""
             if exc.status == 409:
                 hint = " (a container with this name exists outside the project: remove or rename it)"
-            raise DeployError(
-                f"service {svc.name!r}: {exc}{hint}", service=svc.name, reason="StartFailed"
-            ) from exc
+            raise _start_failed(svc, exc, hint) from exc
+        try:
+            for network, endpoint in req.connect:
+                self._engine.connect_network(network, cid, endpoint)
+        except (EngineError, EngineUnavailable) as exc:
+            self._discard(name)
+            if _unanswered(exc):
+                raise
+            raise _start_failed(svc, exc) from exc
+        return name
+
+    def _start_new(self, svc: ServiceSpec, name: str, note: str = "") -> str:
+        """Start a container created moments ago (by name: error messages then name it). Docker refusing
+        it is this config's fault whatever the HTTP status (a missing device is a 500): permanent. Only
+        no answer at all stays transient."""
+        try:
+            self._engine.start_container(name)
+        except (EngineError, EngineUnavailable) as exc:
+            if _unanswered(exc):
+                raise
+            raise _start_failed(svc, exc, note) from exc
+        return name
 
     def _recreate(
-        self, spec: ProjectSpec, svc: ServiceSpec, change: Change, image_id: str, extra: Mapping[str, str]
-    ) -> None:
-        old = self._engine.inspect_container(change.container_id or change.container) or {}
+        self,
+        spec: ProjectSpec,
+        svc: ServiceSpec,
+        change: Change,
+        image_id: str,
+        extra: Mapping[str, str],
+        timeout: float,
+        stop: _Stop,
+    ) -> str:
+        """Replace a container create-first, as Compose v2 does: the replacement is created under the
+        temporary name ``{old id[:12]}_{name}``, so a config Docker refuses never costs the running
+        container. Returns the final name, which the replacement takes once the old one is gone."""
+        final = svc.container(spec.name, change.number)
+        old = self._engine.inspect_container(change.container_id or change.container)
+        if old is None:  # removed meanwhile: nothing to replace
+            return self._start_new(svc, self._create(spec, svc, change.number, image_id, extra))
         named = {v.name for v in spec.volumes}
         # Anonymous volumes (an image's VOLUME, `- /data`) keep their data across a recreate, as in Compose.
         keep = {
@@ -369,10 +495,73 @@ class Converger:
             for m in old.get("Mounts") or ()
             if m.get("Type") == "volume" and _ANONYMOUS.match(m.get("Name") or "") and m["Name"] not in named
         }
-        if old:
-            self._engine.stop_container(old["Id"], svc.stop_timeout)
-            self._engine.remove_container(old["Id"])  # keeps its volumes: the new container takes them
-        self._create(spec, svc, change.number, image_id, extra, keep)
+        temp = f"{str(old['Id'])[:12]}_{final}"
+        new = self._create(spec, svc, change.number, image_id, extra, keep, name=temp)
+        if _side_by_side(svc):
+            self._replace_start_first(svc, old, new, timeout, stop)
+        else:
+            self._replace_stop_first(svc, old, new)
+        self._engine.rename_container(new, final)
+        return final
+
+    def _replace_stop_first(self, svc: ServiceSpec, old: Mapping[str, Any], new: str) -> None:
+        """Stop the old container, start the new one; if that start fails, bring the old one back."""
+        old_id, old_name = str(old["Id"]), str(old.get("Name", "")).lstrip("/")
+        was_running = bool((old.get("State") or {}).get("Running"))
+        self._engine.stop_container(old_id, svc.stop_timeout)
+        try:
+            self._engine.start_container(new)
+        except (EngineError, EngineUnavailable) as exc:
+            self._discard(new)
+            note = ""
+            if was_running:
+                try:
+                    self._engine.start_container(old_id)
+                    note = f"; the replacement was removed and {old_name} was started again"
+                except ReconcilerError as again:
+                    note = f"; the replacement was removed, but starting {old_name} again failed: {again}"
+            if _unanswered(exc):
+                raise
+            raise _start_failed(svc, exc, note) from exc
+        self._engine.remove_container(old_id)  # keeps its volumes: the new container took them
+
+    def _replace_start_first(
+        self, svc: ServiceSpec, old: Mapping[str, Any], new: str, timeout: float, stop: _Stop
+    ) -> None:
+        """Start the new container next to the old one and switch only once it is ready (healthy, or
+        running without a healthcheck): the old one serves until then, and keeps serving if it never is."""
+        old_id, old_name = str(old["Id"]), str(old.get("Name", "")).lstrip("/")
+        keeps = f"the replacement was removed and {old_name} keeps running"
+        try:
+            self._start_new(svc, new, f"; {keeps}")
+            self._await(svc, new, None, timeout, stop)
+        except ReconcilerError as exc:  # refused, unhealthy, exited, timed out, cancelled, Docker gone
+            # Out of DNS before it goes: it may have answered requests already (Docker's DNS ignores health).
+            with contextlib.suppress(ReconcilerError):
+                self._leave_networks(new, svc.config.get("networks") or {})
+            self._discard(new)
+            if isinstance(exc, DeployError) and exc.reason != "StartFailed":
+                raise DeployError(f"{exc.message}\n{keeps}", service=svc.name, reason=exc.reason) from exc
+            raise
+        # Out of the networks first, so DNS stops answering with it and no new request reaches it.
+        self._leave_networks(old_id, (old.get("NetworkSettings") or {}).get("Networks") or {})
+        self._engine.stop_container(old_id, svc.stop_timeout)
+        self._engine.remove_container(old_id)  # keeps its volumes: the new container took them
+
+    def _leave_networks(self, ref: str, networks: Collection[str]) -> None:
+        for network in networks:
+            try:
+                self._engine.disconnect_network(network, ref)
+            except (EngineError, EngineUnavailable) as exc:
+                if _unanswered(exc):
+                    raise
+                # Refused (`none`, say): stopping the container takes it out of DNS all the same.
+
+    def _discard(self, ref: str) -> None:
+        """Remove a replacement that will not be used; its failure is what gets reported, not this."""
+        # If even this fails, the next plan removes the leftover temporary container as a duplicate.
+        with contextlib.suppress(ReconcilerError):
+            self._engine.remove_container(ref, force=True)
 
     def _start(self, svc: ServiceSpec, change: Change) -> None:
         ref = change.container_id or change.container
@@ -471,21 +660,54 @@ class Converger:
     # --- down ---
 
     def down(
-        self, project_name: str, *, volumes: bool = False, images: bool = False, timeout: float = 10.0
+        self,
+        project_name: str,
+        *,
+        volumes: bool = False,
+        images: bool = False,
+        timeout: float = 10.0,
+        owner: str | None = None,
     ) -> None:
         """Remove the project's containers and networks (`docker compose down`); its volumes only with
-        ``volumes``, the images built for it only with ``images``. Only labelled objects are touched."""
+        ``volumes``, the images built for it only with ``images``. Only labelled objects are touched.
+
+        With ``owner``, only objects whose ``io.reconciler.owner`` is ``owner`` or absent (an older
+        release's) are removed: another owner's, and what its containers use, are left alone and logged."""
         validate_project_name(project_name)
         owned = {L.PROJECT: project_name}
-        self._remove([c["Id"] for c in self._engine.list_containers(project_name)], timeout, volumes=volumes)
+        log = logs.get(project=project_name)
+        containers = self._engine.list_containers(project_name)
+        foreign = [c for c in containers if not _mine(c, owner)]
+        # What the foreign containers use stays too: removing it would fail, or break them.
+        used_networks = {n for c in foreign for n in ((c.get("NetworkSettings") or {}).get("Networks") or {})}
+        used_volumes = {m.get("Name") for c in foreign for m in c.get("Mounts") or () if m.get("Name")}
+        used_images = {c.get("ImageID") for c in foreign}
+        for c in foreign:
+            name = str((c.get("Names") or [""])[0]).lstrip("/")
+            _skipped(log, "container", name, c)
+        self._remove([c["Id"] for c in containers if _mine(c, owner)], timeout, volumes=volumes)
         problems: list[str] = []
         for net in self._engine.list_networks(owned):
+            if not _mine(net, owner) or net["Name"] in used_networks:
+                _skipped(log, "network", net["Name"], net)
+                continue
             problems += _attempt(lambda n=net: self._engine.remove_network(n["Name"]))
         if volumes:
             for vol in self._engine.list_volumes(owned):
+                if not _mine(vol, owner) or vol["Name"] in used_volumes:
+                    _skipped(log, "volume", vol["Name"], vol)
+                    continue
                 problems += _attempt(lambda v=vol: self._engine.remove_volume(v["Name"]))
         if images:
+            keep = set(used_images)
+            if owner is not None:  # the image list carries no labels: ask for the owned ones by label
+                labelled = self._engine.list_images({**owned, L.OWNER: None})
+                keep |= set(labelled) - set(self._engine.list_images({**owned, L.OWNER: owner}))
             for image in self._engine.list_images(owned):
+                if image in keep:
+                    why = "used or owned by another deployment"
+                    log.warning("down.skipped_foreign", kind="image", name=image, why=why)
+                    continue
                 problems += _attempt(lambda i=image: self._engine.remove_image(i))
         if problems:
             raise DeployError(
@@ -503,12 +725,81 @@ def _spec(project: RenderedLike) -> ProjectSpec:
     return project_spec(project)
 
 
+def _mine(obj: Mapping[str, Any], owner: str | None) -> bool:
+    """Whether ``down`` for ``owner`` may remove ``obj``: any owner if None; else ours, or no owner yet."""
+    return owner is None or (obj.get("Labels") or {}).get(L.OWNER) in (None, owner)
+
+
+def _skipped(log: Any, kind: str, name: str, obj: Mapping[str, Any]) -> None:
+    other = (obj.get("Labels") or {}).get(L.OWNER)
+    why = "owned by another deployment" if other else "used by another deployment's containers"
+    log.warning("down.skipped_foreign", kind=kind, name=name, owner=other, why=why)
+
+
 def _attempt(fn: Any) -> list[str]:
     try:
         fn()
     except EngineError as exc:
         return [str(exc)]
     return []
+
+
+def _empty_project(project: str, containers: list[dict[str, Any]]) -> DeployError:
+    # Docker Compose v2 refuses the same (`no service selected`): an empty render is far more often a
+    # profile or an override gone wrong than a wish to remove the whole stack.
+    running = sum(1 for c in containers if c.get("State") == "running")
+    return DeployError(
+        f"project {project!r}: the rendered project has no services (every service was removed, or all are "
+        f"behind profiles that are not enabled); nothing was changed and the {running} running container(s) "
+        "of the project are kept. Set `allow_empty: true` on the environment to let an empty project "
+        "remove them",
+        reason="EmptyProject",
+    )
+
+
+def _unanswered(exc: EngineError | EngineUnavailable) -> bool:
+    """Docker never answered (connection lost, timeout): transient, whatever the call was."""
+    return isinstance(exc, EngineUnavailable) and exc.status is None
+
+
+def _start_failed(svc: ServiceSpec, exc: ReconcilerError, note: str = "") -> DeployError:
+    return DeployError(f"service {svc.name!r}: {exc.message}{note}", service=svc.name, reason="StartFailed")
+
+
+def _side_by_side(svc: ServiceSpec) -> bool:
+    """Whether a recreate may start the replacement next to the old container (start-first). spec keeps
+    fixed host ports and container_name stop-first; the host's network stack, another container's, or a
+    fixed IP or MAC address would collide as well."""
+    if svc.update_order != "start-first":
+        return False
+    mode = str(svc.config.get("network_mode") or "")
+    if mode == "host" or mode.startswith(("container:", "service:")) or svc.config.get("mac_address"):
+        return False
+    networks = svc.config.get("networks") or {}
+    return not any(ep.get("ipv4_address") or ep.get("ipv6_address") for ep in networks.values())
+
+
+def _check_owner(project: str, what: str, labels: Mapping[str, str] | None, owner: str | None) -> None:
+    other = (labels or {}).get(L.OWNER)
+    if owner is None or other is None or other == owner:
+        return
+    raise DeployError(
+        f"project {project!r}: {what} belongs to {other!r}, not to {owner!r}, so nothing was changed. "
+        "Two deployments share this project name: rename the project or the environment of one of "
+        f"them, or remove the other one's stack (owner {other!r}) first",
+        reason="NotOwner",
+    )
+
+
+def _check_project(project: str, kind: str, name: str, labels: Mapping[str, str] | None) -> None:
+    other = (labels or {}).get(L.PROJECT)
+    if other is None or other == project:
+        return  # no project label (e.g. `docker volume create`): usable, as in Compose
+    raise DeployError(
+        f"{kind} {name!r} belongs to project {other!r}, not to {project!r}: rename the {kind} (its `name:`) "
+        f"or the project, or declare it `external: true` to share it on purpose",
+        reason=f"{kind.capitalize()}Conflict",
+    )
 
 
 def _verdict(svc: ServiceSpec, info: Mapping[str, Any], condition: Condition | None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
@@ -30,6 +31,18 @@ class EngineError(DeployError):
         self.status = status
 
 
+class EngineUnavailable(DockerError):
+    """The Engine, or a registry it pulls from, failed in a way that may pass: a 5xx or 429 answer, a
+    timeout, a refused or dropped connection. ``status`` is the Engine's HTTP status when it answered, so
+    a caller may still judge one call permanent (a fresh container that fails to start)."""
+
+    def __init__(
+        self, message: str, *, reason: str, status: int | None = None, hint: str | None = None
+    ) -> None:
+        super().__init__(message, hint=hint, reason=reason)
+        self.status = status
+
+
 class Engine(Protocol):
     """What the converge engine needs from a Docker Engine. Unknown objects read as None; removing
     something already gone is not an error. In label filters, a None value means "has this label"."""
@@ -43,6 +56,8 @@ class Engine(Protocol):
     def inspect_container(self, ref: str) -> dict[str, Any] | None: ...
     def create_container(self, name: str, body: Mapping[str, Any]) -> str: ...
     def connect_network(self, network: str, container: str, endpoint: Mapping[str, Any]) -> None: ...
+    def disconnect_network(self, network: str, container: str) -> None: ...
+    def rename_container(self, ref: str, new_name: str) -> None: ...
     def start_container(self, ref: str) -> None: ...
     def stop_container(self, ref: str, timeout: float | None = None) -> None: ...
     def restart_container(self, ref: str, timeout: float | None = None) -> None: ...
@@ -67,6 +82,132 @@ class Engine(Protocol):
 def _label_filter(labels: Mapping[str, str | None]) -> dict[str, list[str]]:
     # Docker ANDs repeated label filters: ["a=1", "b"] means a is 1 and b is set.
     return {"label": [k if v is None else f"{k}={v}" for k, v in labels.items()]}
+
+
+# A failed pull, in Docker's and registries' words. Docker answers 500 for nearly every registry failure
+# ("toomanyrequests: ...", "received unexpected HTTP status: 503 Service Unavailable", "unauthorized: ..."),
+# so only the message tells a throttled registry from a tag that does not exist.
+_PULL_PERMANENT = re.compile(
+    r"manifest unknown|not found|unauthorized|denied|invalid reference format|does not exist"
+    r"|authentication required|no basic auth credentials|no matching manifest|x509|certificate"
+    r"|HTTP response to HTTPS client",
+    re.IGNORECASE,
+)
+_PULL_TRANSIENT = tuple(
+    (reason, re.compile(pattern, re.IGNORECASE))
+    for reason, pattern in (
+        ("registry_throttled", r"toomanyrequests|too many requests|\b429\b"),
+        (
+            "registry_5xx",
+            r"\bHTTP (?:status:? *)?5\d\d\b|\bstatus(?: code)?:? *5\d\d\b"
+            r"|Internal Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out",
+        ),
+        (  # Go's resolver: "lookup <host> on <server>:53: no such host" / "server misbehaving"
+            "dns",
+            r"no such host|server misbehaving|temporary failure in name resolution"
+            r"|name or service not known|\blookup \S+ on \S+:53\b",
+        ),
+        ("timeout", r"timeout|timed out|deadline exceeded"),
+        (
+            "connection",
+            r"connection refused|connection reset|broken pipe|unexpected EOF|network is unreachable"
+            r"|no route to host|use of closed network connection",
+        ),
+    )
+)
+_PULL_HINTS = {
+    "registry_throttled": "the registry is rate-limiting pulls: the deploy is retried with backoff "
+    "(`docker login` on this host raises Docker Hub's limit)",
+}
+
+
+def pull_retry_reason(message: str) -> str | None:
+    """Why a pull that failed with ``message`` may pass later ("registry_throttled", "registry_5xx", "dns",
+    "timeout", "connection"), or None when the message names no passing failure. Pure: unit-tested on
+    real Docker and registry messages."""
+    if _PULL_PERMANENT.search(message):
+        return None
+    return next((reason for reason, pattern in _PULL_TRANSIENT if pattern.search(message)), None)
+
+
+def pull_is_permanent(message: str) -> bool:
+    """Whether a failed pull names something retrying cannot fix: no such tag, no access, a bad name."""
+    return _PULL_PERMANENT.search(message) is not None
+
+
+def _pull_failure(what: str, message: str, status: int | None = None) -> DockerError | DeployError | None:
+    reason = pull_retry_reason(message)
+    if reason is not None:
+        hint = _PULL_HINTS.get(reason)
+        return EngineUnavailable(f"{what}: {message}", reason=reason, status=status, hint=hint)
+    return EngineError(f"{what}: {message}", status=status) if pull_is_permanent(message) else None
+
+
+_TRANSPORT_HINTS = {
+    "connection": "is dockerd running, and may this user use its socket? The call is retried",
+    "timeout": "the Docker Engine is overloaded or stuck; the call is retried",
+}
+
+
+def _status_reason(status: int | None) -> str | None:
+    """The retry reason for an Engine HTTP status, or None when the refusal is permanent."""
+    if status == 429:
+        return "docker_429"
+    return "docker_5xx" if status is not None and status >= 500 else None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and everything it wraps: causes, contexts, and what requests and urllib3 keep in ``args``
+    and ``reason`` (ConnectionError(MaxRetryError(reason=ProtocolError(..., ConnectionRefusedError)))."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        err = todo.pop()
+        if id(err) in seen:
+            continue
+        seen.add(id(err))
+        yield err
+        context = None if err.__suppress_context__ else err.__context__
+        linked = (err.__cause__, context, getattr(err, "reason", None), *err.args)
+        todo.extend(x for x in linked if isinstance(x, BaseException))
+
+
+def _is_transport_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from reaching the Engine (docker-py, requests, urllib3, sockets)."""
+    import docker.errors
+    import requests.exceptions
+    import urllib3.exceptions
+
+    kinds = (
+        docker.errors.DockerException,
+        requests.exceptions.RequestException,
+        urllib3.exceptions.HTTPError,  # raised bare while docker-py reads a stream from response.raw
+        OSError,
+    )
+    return isinstance(exc, kinds)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The retry reason for a failed Engine call: "timeout", "connection", "docker_5xx", "docker_429",
+    else "docker"."""
+    import requests.exceptions
+    import urllib3.exceptions
+
+    chain = list(_chain(exc))
+    timeouts = (TimeoutError, requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)
+    if any(isinstance(e, timeouts) for e in chain):
+        return "timeout"
+    lost = (
+        ConnectionError,  # refused, reset, aborted, broken pipe
+        requests.exceptions.ConnectionError,
+        urllib3.exceptions.ProtocolError,
+        urllib3.exceptions.NewConnectionError,
+    )
+    # A missing socket file: connect() raises ENOENT without a filename (open() would set one).
+    if any(isinstance(e, lost) or (isinstance(e, FileNotFoundError) and not e.filename) for e in chain):
+        return "connection"
+    statuses = (getattr(e, "status_code", None) for e in chain)
+    return next((r for s in statuses if isinstance(s, int) and (r := _status_reason(s))), "docker")
 
 
 class DockerEngine:
@@ -105,22 +246,34 @@ class DockerEngine:
             return docker.APIClient(version=version, timeout=math.ceil(self._timeout), **kwargs)
         except docker.errors.DockerException as exc:
             where = kwargs.get("base_url") or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-            raise DockerError(
+            raise EngineUnavailable(
                 f"cannot reach the Docker Engine at {where}: {exc}",
+                reason=_failure_reason(exc),
                 hint="is dockerd running, and may this user use its socket?",
             ) from exc
 
     @contextlib.contextmanager
     def _call(self, what: str, *, missing_ok: bool = False) -> Iterator[None]:
+        """Translate docker-py, requests and urllib3 errors. A 404 is None (``missing_ok``) or an EngineError;
+        other 4xx are EngineError (permanent); 429, 5xx, timeouts and lost connections EngineUnavailable."""
         try:
             yield
         except self._errors.NotFound as exc:
             if not missing_ok:
                 raise EngineError(f"{what}: {exc.explanation or exc}", status=404) from exc
         except self._errors.APIError as exc:  # before DockerException/RequestException: it is both
-            raise EngineError(f"{what}: {exc.explanation or exc}", status=exc.status_code) from exc
-        except (self._requests.RequestException, self._errors.DockerException, OSError) as exc:
-            raise DockerError(f"Docker Engine failed while trying to {what}: {exc}") from exc
+            status, message = exc.status_code, f"{what}: {exc.explanation or exc}"
+            reason = _status_reason(status)
+            if reason is None:
+                raise EngineError(message, status=status) from exc
+            raise EngineUnavailable(message, reason=reason, status=status) from exc
+        except Exception as exc:
+            if not _is_transport_failure(exc):
+                raise
+            reason = _failure_reason(exc)
+            hint = _TRANSPORT_HINTS.get(reason)
+            message = f"Docker Engine failed while trying to {what}: {exc}"
+            raise EngineUnavailable(message, reason=reason, hint=hint) from exc
 
     def _do(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         with self._call(what):
@@ -175,6 +328,18 @@ class DockerEngine:
             ipv6_address=ipam.get("IPv6Address") or None,
         )
 
+    def disconnect_network(self, network: str, container: str) -> None:
+        """Take a container out of a network (and so out of its DNS); a missing one is not an error."""
+        self._maybe(
+            f"disconnect {container} from network {network}",
+            self._api.disconnect_container_from_network,
+            container,
+            network,
+        )
+
+    def rename_container(self, ref: str, new_name: str) -> None:
+        self._do(f"rename container {ref} to {new_name}", self._api.rename, ref, new_name)
+
     def start_container(self, ref: str) -> None:
         self._do(f"start container {ref}", self._api.start, ref)
 
@@ -203,13 +368,33 @@ class DockerEngine:
         return str(image["Id"]) if image else None
 
     def pull_image(self, ref: str) -> str:
-        with self._call(f"pull image {ref}"):
-            for chunk in self._api.pull(ref, stream=True, decode=True):
-                if chunk.get("error"):
-                    raise EngineError(f"pull image {ref}: {chunk['error']}")
+        """Pull ``ref``. A throttled, failing or unreachable registry is EngineUnavailable (transient) with
+        reason registry_throttled, registry_5xx, dns, timeout or connection; no such tag or no access is
+        an EngineError. Registries fail at the start (an API error) or mid-stream (an ``error`` chunk)."""
+        what = f"pull image {ref}"
+        finished = False
+        with self._call(what):
+            try:
+                for chunk in self._api.pull(ref, stream=True, decode=True):
+                    if chunk.get("error"):
+                        message = str(chunk["error"]).strip()
+                        raise _pull_failure(what, message) or EngineError(f"{what}: {message}")
+                    # The last message: "Status: Downloaded newer image for ..." / "Image is up to date".
+                    finished = finished or str(chunk.get("status", "")).startswith("Status:")
+            except self._errors.APIError as exc:
+                failure = _pull_failure(what, str(exc.explanation or exc), exc.status_code)
+                if failure is None:
+                    raise  # not a registry's words: _call judges the Engine's status
+                raise failure from exc
         image = self.image_id(ref)
+        if image is None and not finished:
+            # docker-py ends a stream quietly when the connection drops: the pull did not finish.
+            raise EngineUnavailable(
+                f"{what}: the connection to the Docker Engine was lost before the pull finished",
+                reason="connection",
+            )
         if image is None:
-            raise EngineError(f"pull image {ref}: the engine reported success but has no such image")
+            raise EngineError(f"{what}: the engine reported success but has no such image")
         return image
 
     def build_image(self, tag: str, build: BuildSpec, labels: Mapping[str, str]) -> str:

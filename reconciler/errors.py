@@ -102,16 +102,32 @@ class DeployError(PermanentError):
 
 
 class TransientError(ReconcilerError):
-    """An outside system failed; the same call may succeed later."""
+    """An outside system failed; the same call may succeed later.
+
+    ``reason`` is a short, stable word for metrics (``reconciler_retries_total{reason}``): for example
+    ``docker_5xx``, ``registry_throttled``, ``registry_5xx``, ``timeout``, ``connection``, ``dns``, ``git``,
+    ``state``. Never a message: label values must stay few."""
+
+    default_reason = "transient"
+
+    def __init__(self, message: str, *, hint: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.reason = reason or self.default_reason
 
 
 class DockerError(TransientError):
     """The Docker Engine is unreachable or returned an unexpected error."""
 
+    default_reason = "docker"
+
 
 class GitError(TransientError):
     """A git remote is unreachable, refused auth, or timed out. Never means "branch deleted"."""
 
+    default_reason = "git"
+
 
 class StateError(TransientError):
     """The SQLite state database is unavailable (disk full, locked, permissions)."""
+
+    default_reason = "state"

@@ -29,5 +29,14 @@ ENVIRONMENT: Final = f"{OURS}.environment"
 BRANCH: Final = f"{OURS}.branch"
 EPHEMERAL: Final = f"{OURS}.ephemeral"  # "true" only on stacks removed with their branch
 COMMIT: Final = f"{OURS}.commit"
+# Who created the object: "<instance>/<app>/<environment>" (the instance id is kept in state_dir). Objects
+# carrying another owner are never changed or removed; objects with no owner (made by an older release or
+# by hand) are adopted.
+OWNER: Final = f"{OURS}.owner"
+# The checkout tree (directory name under state_dir/checkouts) a container was created against: trees
+# still mounted by a live container are never swept.
+CHECKOUT: Final = f"{OURS}.checkout"
+# The version of the config-hash algorithm that stamped com.docker.compose.config-hash (absent: 0).
+HASH_VERSION: Final = f"{OURS}.hash-version"
 # Short hashes per compose key, so `plan` can say which fields changed without keeping any value in a label.
 CONFIG_FIELDS: Final = f"{OURS}.config-fields"

@@ -211,7 +211,7 @@ def _classify(
     reasons: list[DriftReason] = []
     details: list[str] = []
     fields: tuple[str, ...] = ()
-    if c.config_hash != svc.config_hash:
+    if not svc.hash_matches(c.labels):
         reasons.append(DriftReason.CONFIG)
         fields = _changed_fields(c, svc)
         if c.config_hash is None:

@@ -123,12 +123,25 @@ class ServiceSpec:
     build: BuildSpec | None
     depends_on: tuple[Dependency, ...]
     config: Mapping[str, Any]
-    config_hash: str
+    config_hash: str  # of ``hashed(config)``, algorithm HASH_VERSION
     field_hashes: Mapping[str, str]
     container_name: str | None = None
     stop_timeout: int | None = None  # seconds, from stop_grace_period
     has_healthcheck: bool = False
     restart: str = "no"
+    # deploy.update_config.order: "start-first" starts the replacement next to the old container and
+    # stops the old one once the new one is ready (only without a fixed host port or container_name).
+    update_order: str = "stop-first"
+    legacy_hash: str = ""  # the hash release 0 stamped (no io.reconciler.hash-version label)
+
+    def hash_matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether a container's config-hash label says it was made from this spec, by whichever hash
+        version stamped it: an upgrade of the reconciler never recreates unchanged containers."""
+        live = labels.get(L.CONFIG_HASH)
+        version = labels.get(L.HASH_VERSION)
+        if version is None:
+            return live in (self.legacy_hash, self.config_hash)
+        return version == str(HASH_VERSION) and live == self.config_hash
 
     def container(self, project: str, number: int) -> str:
         """The container name: Compose's ``{project}-{service}-{n}`` unless ``container_name`` is set."""
@@ -180,7 +193,9 @@ class ProjectSpec:
 
 
 class RenderedLike(Protocol):
-    """What we need of ``reconciler.render.RenderedProject`` (kept structural: spec never imports render)."""
+    """What we need of ``reconciler.render.RenderedProject`` (kept structural: spec never imports render).
+
+    An object may also carry ``bind_digests`` (source path -> content digest, resolved at deploy time)."""
 
     @property
     def name(self) -> str: ...
@@ -212,6 +227,7 @@ def project_spec(project: RenderedLike) -> ProjectSpec:
         volumes={v.key: v.name for v in volumes},
         secrets=_files(model, "secrets"),
         configs=_files(model, "configs"),
+        digests=dict(getattr(project, "bind_digests", None) or {}),
     )
     raw = model.get("services") or {}
     services = {s: _service(ctx, s, raw[s] or {}) for s in sorted(raw)}
@@ -223,6 +239,38 @@ def project_spec(project: RenderedLike) -> ProjectSpec:
         networks=networks,
         volumes=volumes,
     )
+
+
+# Version of the config-hash algorithm, stamped as io.reconciler.hash-version. Bump it whenever `hashed`
+# changes, and keep the old algorithm next to `_legacy` so existing containers are still recognized;
+# tests/converge/test_hash_golden.py pins the values.
+HASH_VERSION = 1
+
+
+def hashed(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a normalized service the config hash covers (version 1). ``depends_on`` only orders
+    the start, as in Compose; bind sources count by their path as written and their content digest."""
+    return {k: v for k, v in config.items() if k != "depends_on"}
+
+
+def _legacy(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The hashed view of release 0: depends_on in, bind/secret/config sources with symlinks resolved,
+    no content digests, no network priority."""
+    out = dict(config)
+    for key in ("volumes", "secrets", "configs"):
+        if key in out:
+            mounts = []
+            for m in out[key]:
+                m = {k: v for k, v in m.items() if k != "digest"}
+                if key != "volumes" or m.get("type") == "bind":
+                    m["source"] = os.path.realpath(m["source"])
+                mounts.append(m)
+            out[key] = mounts
+    if "networks" in out:
+        out["networks"] = {
+            n: {k: v for k, v in ep.items() if k != "priority"} for n, ep in out["networks"].items()
+        }
+    return out
 
 
 def canonical_json(value: Any) -> str:
@@ -248,6 +296,9 @@ class _Context:
     volumes: Mapping[str, str]
     secrets: Mapping[str, str]  # compose key -> absolute file path
     configs: Mapping[str, str]
+    # bind/secret/config source path (as written) -> content digest, resolved by the deployer at deploy
+    # time (git object ids of the checkout): a push that leaves a mounted file alone recreates nothing.
+    digests: Mapping[str, str] = field(default_factory=dict)
 
 
 def _unsupported(service: str, key: str, why: str, hint: str | None = None) -> UnsupportedError:
@@ -344,12 +395,14 @@ def _service(ctx: _Context, name: str, svc: Mapping[str, Any]) -> ServiceSpec:
         build=build,
         depends_on=depends,
         config=c,
-        config_hash=config_hash(c),
-        field_hashes=field_hashes(c),
+        config_hash=config_hash(hashed(c)),
+        field_hashes=field_hashes(hashed(c)),
+        legacy_hash=config_hash(_legacy(c)),
         container_name=c.get("container_name"),
         stop_timeout=stop_timeout,
         has_healthcheck="healthcheck" in c and c["healthcheck"].get("test") != ["NONE"],
         restart=restart,
+        update_order=_update_order(name, svc),
     )
 
 
@@ -389,16 +442,6 @@ def _expose(value: Any) -> str:
     return text if "/" in text else f"{text}/tcp"
 
 
-def host_path(path: str) -> str:
-    """The path Docker will actually mount: symlinks resolved, as the engine does when a container starts.
-
-    The daemon's checkouts are a stable symlink swapped to a new tree per commit; hashing the resolved path
-    makes every container that bind-mounts the checkout move to the new tree on deploy (and not keep a
-    mount of an old tree that is later deleted).
-    """
-    return os.path.realpath(path)
-
-
 def _mount(ctx: _Context, service: str, v: Any) -> dict[str, Any]:
     if not isinstance(v, Mapping):
         raise _unsupported(service, "volumes", f"volume {v!r} is not in long syntax (render normalizes it)")
@@ -423,7 +466,10 @@ def _mount(ctx: _Context, service: str, v: Any) -> dict[str, Any]:
         if opts.get("nocopy"):
             m["nocopy"] = True
     elif kind == "bind":
-        m["source"] = host_path(str(v["source"]))
+        # As written, as Compose passes it: Docker resolves symlinks itself when the container starts.
+        m["source"] = str(v["source"])
+        if m["source"] in ctx.digests:
+            m["digest"] = ctx.digests[m["source"]]
         opts = v.get("bind") or {}
         if set(opts) - {"create_host_path", "propagation", "selinux"}:
             raise _unsupported(service, "volumes", f"bind option(s) {sorted(opts)} are not supported")
@@ -471,7 +517,10 @@ def _file_mount(ctx: _Context, service: str, kind: str, ref: Any) -> dict[str, A
         target = f"/run/secrets/{target}"
     elif not target.startswith("/"):
         target = f"/{target}"
-    return {"source": host_path(files[source]), "target": target}
+    out = {"source": files[source], "target": target}
+    if files[source] in ctx.digests:
+        out["digest"] = ctx.digests[files[source]]
+    return out
 
 
 def _networks(ctx: _Context, service: str, svc: Mapping[str, Any], c: dict[str, Any]) -> None:
@@ -497,6 +546,8 @@ def _networks(ctx: _Context, service: str, svc: Mapping[str, Any], c: dict[str, 
             if opts.get(k):
                 ep[k] = str(opts[k])
         nets[name] = ep
+        if opts.get("priority"):
+            ep["priority"] = int(opts["priority"])
         # Compose connects by priority (highest first), then by name; the first becomes NetworkMode.
         order.append((-int(opts.get("priority") or 0), name))
     c["networks"] = {name: nets[name] for _, name in sorted(order)}
@@ -547,7 +598,7 @@ def _deploy(service: str, svc: Mapping[str, Any], c: dict[str, Any]) -> int:
     """Fold deploy.resources.limits into mem_limit/cpus/pids_limit; return the replica count."""
     deploy = svc.get("deploy") or {}
     for key, value in deploy.items():
-        if key not in ("replicas", "resources") and value:
+        if key not in ("replicas", "resources", "update_config") and value:
             raise _unsupported(service, f"deploy.{key}", f"deploy.{key} is not supported outside swarm")
     resources = deploy.get("resources") or {}
     for key, value in resources.items():
@@ -568,6 +619,29 @@ def _deploy(service: str, svc: Mapping[str, Any], c: dict[str, Any]) -> int:
     scale = svc.get("scale")
     replicas = scale if scale is not None else deploy.get("replicas")
     return 1 if replicas is None else int(replicas)
+
+
+def _update_order(service: str, svc: Mapping[str, Any]) -> str:
+    """``deploy.update_config.order``; the rest of update_config only steers Swarm's rolling updates,
+    which Compose ignores outside Swarm too. start-first needs two containers side by side, so a fixed
+    host port or a container_name keeps stop-first (they could not coexist)."""
+    update = (svc.get("deploy") or {}).get("update_config") or {}
+    order = str(update.get("order") or "stop-first")
+    if order not in ("stop-first", "start-first"):
+        raise _unsupported(service, "deploy.update_config.order", f"order {order!r} is not valid")
+    if order == "start-first":
+        fixed_port = any(
+            isinstance(p, Mapping) and p.get("published") not in (None, "") for p in svc.get("ports") or ()
+        )
+        # Two containers can't share a container_name, a host port, the host's network or a fixed
+        # address: those keep stop-first.
+        fixed_address = svc.get("mac_address") or any(
+            isinstance(ep, Mapping) and (ep.get("ipv4_address") or ep.get("ipv6_address"))
+            for ep in (svc.get("networks") or {}).values()
+        )
+        if fixed_port or fixed_address or svc.get("container_name") or svc.get("network_mode"):
+            return "stop-first"
+    return order
 
 
 def _depends_on(service: str, raw: Any) -> tuple[Dependency, ...]:
@@ -768,6 +842,7 @@ def container_request(
         L.CONTAINER_NUMBER: str(number),
         L.ONEOFF: "False",
         L.CONFIG_HASH: service.config_hash,
+        L.HASH_VERSION: str(HASH_VERSION),
         L.WORKING_DIR: project.working_dir,
         L.CONFIG_FILES: ",".join(project.config_files),
         L.DEPENDS_ON: ",".join(

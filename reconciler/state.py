@@ -208,6 +208,21 @@ class State:
         )
         return _record(rows[0]) if rows else None
 
+    def failed_attempt(self, project: str) -> DeployRecord | None:
+        """The newest deploy of a new revision (not a rollback, not superseded) if it failed.
+
+        A rollback's success never hides the failure that caused it: this stays until a newer
+        deploy of a revision succeeds (or the same one is retried successfully)."""
+        rows = self._query(
+            f"{_SELECT_DEPLOY} WHERE project = ? AND trigger NOT IN ('rollback', 'manual-rollback') "
+            "AND result != ? AND error NOT LIKE 'Cancelled:%' ORDER BY id DESC LIMIT 1",
+            (project, Result.RUNNING.value),
+        )
+        if not rows:
+            return None
+        record = _record(rows[0])
+        return record if record.result is Result.FAILURE else None
+
     def deploy(self, deploy_id: int) -> DeployRecord | None:
         rows = self._query(f"{_SELECT_DEPLOY} WHERE id = ?", (deploy_id,))
         return _record(rows[0]) if rows else None

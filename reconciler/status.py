@@ -94,7 +94,8 @@ class EnvironmentStatus:
     ephemeral: bool = False
     last_deploy: DeployRecord | None = None
     last_success: float | None = None  # unix seconds of the last successful deploy
-    error: str = ""  # current problem not tied to a deploy (git unreachable, refused by max, ...)
+    error: str = ""  # current problem: git unreachable, refused by max, the last revision that failed...
+    failed_commit: str | None = None  # the newest revision whose deploy failed, until a newer one deploys
     services: tuple[str, ...] = field(default=())
 
     @property

@@ -25,9 +25,12 @@ _SIGNS = {"create": "+", "recreate": "~", "start": ">", "remove": "-"}
 
 
 def main(args: argparse.Namespace) -> int:
+    from reconciler.daemon.instance import project_lock
+
     if args.command == "down":
         project = validate_project_name(args.project)
-        _converger().down(project, volumes=args.volumes, timeout=args.timeout)
+        with project_lock(project):  # the daemon's lock: never in the middle of one of its deploys
+            _converger().down(project, volumes=args.volumes, timeout=args.timeout)
         print(f"{project}: removed containers and networks" + (" and volumes" if args.volumes else ""))
         return 0
     if args.project:
@@ -42,7 +45,8 @@ def main(args: argparse.Namespace) -> int:
             _print_plan(plan)
         return 0 if plan.is_noop else EXIT_PENDING
     started = time.monotonic()
-    plan = _converger().up(rendered, timeout=args.timeout)
+    with project_lock(rendered.name):
+        plan = _converger().up(rendered, timeout=args.timeout, allow_empty=args.allow_empty)
     _print_plan(plan, done=True)
     print(f"{rendered.name}: converged in {time.monotonic() - started:.1f}s")
     return 0

@@ -60,11 +60,19 @@ def _daemon(cfg: Config, *, metrics: bool = False, owner: bool = False) -> Daemo
 
 def _run(args: argparse.Namespace) -> int:
     from reconciler import logs
+    from reconciler.daemon.instance import DaemonLock
     from reconciler.daemon.runtime import Runtime
 
     cfg = _config(args)
     logs.configure()
-    return Runtime(_daemon(cfg, metrics=True, owner=True)).run_forever()
+    # Before anything else: a second daemon on the same state_dir must not act on the same stacks,
+    # whatever port it listens on. The kernel drops the lock when this process dies.
+    lock = DaemonLock(cfg.state_dir)
+    lock.acquire(listen="{}:{}".format(*cfg.listen))
+    try:
+        return Runtime(_daemon(cfg, metrics=True, owner=True)).run_forever()
+    finally:
+        lock.release()
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -95,6 +103,9 @@ def _sync(args: argparse.Namespace) -> int:
         outcome = daemon.outcome(s.project)
         if outcome is None:
             print(f"{s.project}: up to date at {(s.deployed_commit or '-')[:12]}")
+            continue
+        if outcome.skipped:
+            print(f"{s.project}: skipped at {outcome.commit[:12]} ({outcome.skipped})")
             continue
         line = f"{s.project}: {outcome.result} at {outcome.commit[:12]}"
         if outcome.rolled_back_to:

@@ -37,6 +37,7 @@ class AppView:
     error: str = ""
     polled: float = 0.0
     refused: dict[str, str] = field(default_factory=dict)  # branch -> why no environment
+    skipped: dict[str, str] = field(default_factory=dict)  # refs git refuses -> why (never deployed)
 
 
 class Daemon:
@@ -91,14 +92,16 @@ class Daemon:
         """Rebuild the view from the database (targets, interrupted deploys); live Docker state follows."""
         if owner:
             self.state.interrupt_running("interrupted: the daemon stopped during this deploy")
+        from reconciler.branches import slug_of
+
         for row in self.state.environments():
             app = self._apps.get(row.app)
             env = self._env(row.app, row.environment)
             if app is None or env is None:
                 continue
-            from reconciler.names import branch_slug
-
-            self._targets[row.project] = Target(app, env, row.branch, row.project, branch_slug(row.branch))
+            # The slug inside the kept project name (a hash-suffixed one included), not a fresh one.
+            slug = slug_of(env, row.branch, row.project)
+            self._targets[row.project] = Target(app, env, row.branch, row.project, slug)
         for app_name, heads in self.state.heads().items():
             if app_name in self._views:
                 self._views[app_name].heads = dict(heads)
@@ -126,7 +129,12 @@ class Daemon:
             self._polling.add(app_name)
         try:
             while True:
-                self._poll_once(app_name, only=only, trigger=trigger, manual=manual)
+                try:
+                    self._poll_once(app_name, only=only, trigger=trigger, manual=manual)
+                except ReconcilerError as err:
+                    # e.g. the state database unwritable: report it, keep every stack as it is.
+                    self._views[app_name].error = str(err)
+                    logs.get(app=app_name).error("poll.failed", error=str(err))
                 with self._lock:
                     if app_name not in self._poll_again:
                         break
@@ -161,14 +169,24 @@ class Daemon:
         # 2. branch → environment, with names kept for the life of a branch
         times = self._commit_times_for(app, source, heads)
         assigned = self.state.assignments(app_name)
-        desired = desired_environments(app, heads, assigned, times, self.clock())
+        desired = desired_environments(
+            app, heads, assigned, times, self.clock(), reserved=self._reserved_names(app_name)
+        )
         view.refused = {r.branch: r.message for r in desired.refused}
+        if source.skipped_refs != view.skipped:
+            for ref, why in source.skipped_refs.items():
+                log.warning("git.ref_skipped", ref=ref, why=why)  # once per change, not every poll
+            view.skipped = dict(source.skipped_refs)
         wanted: dict[str, Target] = {}
         for d in desired.environments:
             target = Target(app, d.environment, d.branch, d.project, d.slug)
-            wanted[d.project] = target
             if assigned.get(d.branch) != d.project:
-                self.state.assign(app_name, d.branch, d.project)
+                try:
+                    self.state.assign(app_name, d.branch, d.project)
+                except ValueError as exc:  # another app holds the name: never deploy into its stack
+                    view.refused[d.branch] = f"project {d.project!r} is taken: {exc}"
+                    continue
+            wanted[d.project] = target
             with self._lock:
                 self._targets[d.project] = target
             if only is not None and not self._matches(target, only):
@@ -184,13 +202,29 @@ class Daemon:
                 continue  # suspended: observed, not changed (not even removed)
             self._teardown(app_name, env_name, project, branch)
 
+    def _reserved_names(self, app_name: str) -> set[str]:
+        """Project names other apps own or may own: their fixed names, their assigned and live ones."""
+        from reconciler.names import branch_slug
+
+        reserved: set[str] = set()
+        for other in self._apps.values():
+            if other.name == app_name:
+                continue
+            for env in other.environments:
+                if env.branch is not None:
+                    reserved.add(env.project_for(branch_slug(env.branch)))
+            reserved.update(self.state.assignments(other.name).values())
+        with self._lock:
+            reserved.update(p for p, t in self._targets.items() if t.app.name != app_name)
+        return reserved
+
     def _commit_times_for(self, app: AppConfig, source: GitSource, heads: dict[str, str]) -> dict[str, float]:
         if not any(env.ttl for env in app.environments):
             return {}
         missing = [sha for sha in heads.values() if sha not in self._commit_times]
         if missing:
             try:
-                source.ensure_fetched(missing)
+                source.ensure_fetched(missing, branches=[b for b, sha in heads.items() if sha in missing])
                 for sha in missing:
                     self._commit_times[sha] = source.commit_time(sha)
             except GitError as err:
@@ -218,7 +252,13 @@ class Daemon:
         )
 
     def _deploy(self, target: Target, commit: str, trigger: str, cancel: threading.Event) -> Outcome:
-        outcome = self.deployer.deploy(target, commit, trigger=trigger, cancel=cancel)
+        try:
+            outcome = self.deployer.deploy(target, commit, trigger=trigger, cancel=cancel)
+        except ReconcilerError as err:
+            # The deploy could not even be recorded (state_dir unwritable or full, no lock directory):
+            # nothing was changed; say so clearly and let the next poll try again.
+            logs.get(app=target.app.name, project=target.project).error("deploy.aborted", error=str(err))
+            outcome = Outcome(Result.FAILURE, commit, str(err))
         with self._lock:
             self._outcomes[target.project] = outcome
         self.check_drift(only=[target.project])
@@ -230,10 +270,15 @@ class Daemon:
         for row in self.state.environments():
             if row.app == app_name and row.ephemeral:
                 found[row.project] = (row.project, row.branch, row.environment)
+        # From Docker, only stacks this instance made for this app: another configuration's previews
+        # (another state_dir, same app name) carry another owner and are none of our business.
+        mine = self.deployer.owner_prefix(app_name)
         try:
             for project, lbls in self.converger.project_labels(
                 {L.APP: app_name, L.EPHEMERAL: "true"}
             ).items():
+                if not lbls.get(L.OWNER, "").startswith(mine):
+                    continue
                 found.setdefault(project, (project, lbls.get(L.BRANCH, ""), lbls.get(L.ENVIRONMENT, "")))
         except DockerError as err:
             logs.get(app=app_name).warning("docker.sweep_failed", error=str(err))
@@ -365,9 +410,14 @@ class Daemon:
         last = self.state.last_deploy(t.project)
         good = self.state.last_success(t.project)
         suspension = self.state.suspension(t.project)
-        error = view.error
-        if not error and last is not None and last.result is Result.FAILURE:
-            error = last.error
+        failed = self.state.failed_attempt(t.project)
+        problems = [view.error] if view.error else []
+        if failed is not None:
+            problem = f"commit {failed.commit[:12]} failed: {failed.error}"
+            if last is not None and last.rollback_of == failed.commit and last.result is Result.SUCCESS:
+                problem += f" (rolled back to {last.commit[:12]})"
+            problems.append(problem)
+        error = "\n".join(problems)
         return EnvironmentStatus(
             app=t.app.name,
             environment=t.env.name,
@@ -385,10 +435,26 @@ class Daemon:
             last_deploy=last,
             last_success=good.finished if good is not None else None,
             error=error,
+            failed_commit=failed.commit if failed is not None else None,
         )
 
     def docker_up(self) -> bool:
         return self._docker_up
+
+    def docker_lost(self, error: str) -> None:
+        """The Docker Engine went away (the event stream dropped): report it before the next observation."""
+        self._docker_up = False
+        logs.get().warning("docker.down", error=error)
+
+    def docker_answers(self) -> bool:
+        """Observe once; sets docker_up. Used to wait for an engine to come back."""
+        try:
+            self.converger.observe(())
+        except DockerError:
+            self._docker_up = False
+            return False
+        self._docker_up = True
+        return True
 
     def alive(self) -> bool:
         return self._docker_up and self.alive_check()

@@ -6,26 +6,24 @@ Each step reads as a line of the reconcile; every exit path records its outcome 
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import shutil
+import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler import labels as L
 from reconciler import logs
-from reconciler.errors import DeployError, InputError, ReconcilerError, TransientError
+from reconciler.daemon.instance import instance_id, project_lock
+from reconciler.errors import ComposeError, DeployError, InputError, ReconcilerError, TransientError
 from reconciler.status import Result
 
 if TYPE_CHECKING:
     from reconciler.config import AppConfig, Config, EnvConfig
     from reconciler.converge import Converger
-    from reconciler.render import RenderedProject
     from reconciler.report.metrics import Metrics
     from reconciler.source import GitSource
     from reconciler.state import State
@@ -74,10 +72,35 @@ class Outcome:
     commit: str
     error: str = ""
     rolled_back_to: str | None = None
+    skipped: str = ""  # why a queued deploy did nothing (suspended, pinned meanwhile)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A revision rendered and resolved at deploy time: what plan, drift and self-heal compare against,
+    so nothing the filesystem holds later (a newer checkout, a moved symlink) changes the decision.
+
+    Shaped like ``render.RenderedProject`` (spec's ``RenderedLike``), with paths under the stable
+    checkout path and the content digest of every mounted file of the repository."""
+
+    name: str
+    working_dir: str
+    config_files: tuple[str, ...]
+    model: dict[str, Any]
+    commit: str
+    tree: str  # the checkout tree's directory name (io.reconciler.checkout on the containers)
+    bind_digests: Mapping[str, str] = field(default_factory=dict)
+
+
+T = TypeVar("T")
+_RETRY_FIRST = 1.0  # seconds before the first retry of a transient failure; doubles up to _RETRY_MAX
+_RETRY_MAX = 30.0
+_RETRY_BUDGET = 120.0  # at least this long (or the environment's timeout) before a deploy gives up
 
 
 class Deployer:
-    """Fetch → materialize → render → converge → record, with automatic rollback for persistent envs."""
+    """Fetch → prepare → render → check → activate → converge → record, with automatic rollback for
+    persistent environments and retries of transient failures."""
 
     def __init__(
         self,
@@ -94,8 +117,20 @@ class Deployer:
         self.metrics = metrics
         self.source_for = source_for
         self.clock = clock
-        self._rendered: dict[str, RenderedProject] = {}
+        self.instance = instance_id(Path(config.state_dir))
+        self._resolved: dict[str, Resolved] = {}
         self._lock = threading.Lock()
+        # Tests shorten the retry schedule; production keeps the defaults.
+        self.retry_first = _RETRY_FIRST
+        self.retry_budget = _RETRY_BUDGET
+
+    # -- identity ----------------------------------------------------------------------------------
+    def owner(self, app: str, environment: str) -> str:
+        """The ``io.reconciler.owner`` value of this instance's objects for one environment."""
+        return f"{self.instance}/{app}/{environment}"
+
+    def owner_prefix(self, app: str) -> str:
+        return f"{self.instance}/{app}/"
 
     # -- paths -------------------------------------------------------------------------------------
     def checkout_dir(self, project: str) -> Path:
@@ -103,14 +138,50 @@ class Deployer:
         return Path(self.config.state_dir) / "checkouts" / project
 
     # -- render ------------------------------------------------------------------------------------
-    def render(self, target: Target, commit: str) -> RenderedProject:
-        """Materialize ``commit`` at the project's stable path and render its compose files."""
+    def resolve(self, target: Target, commit: str) -> Resolved:
+        """Fetch ``commit``, write its tree next to the checkout (the checkout itself does not move),
+        render it and fix the facts the plan depends on. Raises InputError for a bad commit."""
+        source = self.source_for(target.app.name)
+        source.ensure_fetched([commit], branches=[target.branch])
+        tree = source.prepare(commit, self.checkout_dir(target.project))
+        return self._resolve_tree(target, commit, tree)
+
+    def _resolve_tree(self, target: Target, commit: str, tree: Path) -> Resolved:
         from reconciler.render import render
 
-        source = self.source_for(target.app.name)
-        source.ensure_fetched([commit])
-        path = source.materialize(commit, self.checkout_dir(target.project))
-        return render(self.render_options(target, path))
+        stable = self.checkout_dir(target.project)
+        rendered = render(self.render_options(target, tree))
+        # Rendered from the tree, but containers mount the stable path: Docker follows the link when a
+        # container starts, and an unchanged container keeps the tree it started with.
+        model = _rebase(rendered.model, str(tree), str(stable))
+        resolved = Resolved(
+            name=rendered.name,
+            working_dir=_rebase(rendered.working_dir, str(tree), str(stable)),
+            config_files=tuple(_rebase(list(rendered.config_files), str(tree), str(stable))),
+            model=model,
+            commit=commit,
+            tree=tree.name,
+        )
+        digests = self._digests(target, commit, resolved)
+        return Resolved(**{**resolved.__dict__, "bind_digests": digests})
+
+    def _digests(self, target: Target, commit: str, resolved: Resolved) -> dict[str, str]:
+        """Git object ids of every bind, secret and config source inside the checkout (by path as
+        written): the config hash then changes exactly when a mounted file's content changes."""
+        stable = str(self.checkout_dir(target.project))
+        tree = os.path.realpath(self.checkout_dir(target.project).parent / resolved.tree)
+        paths: dict[str, str] = {}
+        for source in _mounted_sources(resolved.model):
+            if source == stable or source.startswith(stable + "/"):
+                # Follow symlinks inside the tree (Docker mounts the link's target): a link to a file
+                # changes with that file's content. A link leaving the tree gets no digest.
+                real = os.path.realpath(os.path.join(tree, os.path.relpath(source, stable)))
+                if real == tree or real.startswith(tree + "/"):
+                    paths[source] = os.path.relpath(real, tree)
+        if not paths:
+            return {}
+        ids = self.source_for(target.app.name).object_ids(commit, set(paths.values()))
+        return {source: ids[rel] for source, rel in paths.items() if rel in ids}
 
     def render_options(self, target: Target, path: Path) -> Any:
         from reconciler.render import RenderOptions
@@ -138,49 +209,52 @@ class Deployer:
         repo_env = path / ".env"
         return (*([str(repo_env)] if repo_env.is_file() else []), *(str(f) for f in env.env_files))
 
-    def rendered(self, target: Target) -> RenderedProject | None:
-        """The last rendered model of a live environment (re-rendered from its checkout after a restart)."""
+    def rendered(self, target: Target) -> Resolved | None:
+        """The revision a live environment runs, as resolved when it was deployed (after a restart:
+        resolved again from the checkout, which only ever shows a commit that passed every check)."""
         with self._lock:
-            cached = self._rendered.get(target.project)
+            cached = self._resolved.get(target.project)
         if cached is not None:
             return cached
-        path = self.checkout_dir(target.project)
-        if not path.exists():
+        source = self.source_for(target.app.name)
+        tree = source.current_tree(self.checkout_dir(target.project))
+        commit = source.tree_commit(tree) if tree is not None else None
+        if tree is None or commit is None:
             return None
-        from reconciler.render import render
-
         try:
-            project = render(self.render_options(target, path))
+            resolved = self._resolve_tree(target, commit, tree)
         except ReconcilerError:
             return None
         with self._lock:
-            self._rendered[target.project] = project
-        return project
+            self._resolved[target.project] = resolved
+        return resolved
 
     def forget(self, project: str) -> None:
         with self._lock:
-            self._rendered.pop(project, None)
+            self._resolved.pop(project, None)
 
     # -- deploy ------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _project_lock(self, project: str) -> Iterator[None]:
-        """One change at a time per project across processes: the daemon's workers serialize among
-        themselves, this also makes `reconciler rollback`/`sync` wait for a deploy the daemon runs."""
-        path = Path(self.config.state_dir) / "locks" / f"{project}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
     def deploy(
         self, target: Target, commit: str, *, trigger: str, cancel: threading.Event | None = None
     ) -> Outcome:
-        """Converge ``target`` to ``commit``; a persistent env that fails rolls back to its last good one."""
-        with self._project_lock(target.project):
+        """Converge ``target`` to ``commit``; a persistent env that fails rolls back to its last good one.
+
+        Suspension and pins are read again under the project lock: a `suspend` or `rollback` issued
+        while this deploy waited in the queue wins over it."""
+        with project_lock(target.project):
+            stale = self._stale(target.project, commit)
+            if stale:
+                logs.get(project=target.project, commit=commit[:12]).info("deploy.skipped", why=stale)
+                return Outcome(Result.NOOP, commit, skipped=stale)
             return self._deploy(target, commit, trigger=trigger, cancel=cancel)
+
+    def _stale(self, project: str, commit: str) -> str:
+        if self.state.suspension(project) is not None:
+            return "suspended"
+        pinned = self.state.pinned(project)
+        if pinned is not None and pinned != commit:
+            return f"pinned to {pinned[:12]}"
+        return ""
 
     def _deploy(
         self, target: Target, commit: str, *, trigger: str, cancel: threading.Event | None
@@ -192,11 +266,17 @@ class Deployer:
         self.state.upsert_environment(
             target.project, target.app.name, target.env.name, target.branch, target.ephemeral
         )
+        source = self.source_for(target.app.name)
+        checkout = self.checkout_dir(target.project)
+        previous = source.current_tree(checkout)
         deploy_id: int | None = None
+        activated = False
         try:
-            # 1. fetch + materialize + render (bad compose files fail here, before anything changes)
+            # 1. fetch + render + check: a bad commit fails here, before anything changes (the
+            #    checkout keeps showing the running revision).
             try:
-                rendered = self.render(target, commit)
+                resolved = self._retrying(target, lambda: self.resolve(target, commit), cancel, log)
+                self._check(target, resolved)
             except ReconcilerError:
                 deploy_id = self.state.start_deploy(
                     target.app.name, target.env.name, target.project, target.branch, commit, trigger, ""
@@ -209,22 +289,27 @@ class Deployer:
                 target.branch,
                 commit,
                 trigger,
-                json.dumps(rendered.model, sort_keys=True),
+                json.dumps(resolved.model, sort_keys=True),
             )
             log.info("deploy.start", trigger=trigger)
-            # 2. plan + apply, health-gated (the converger waits for health and one-shots)
-            plan = self.converger.up(
-                rendered, timeout=float(target.env.deploy_timeout), labels=target.labels(), cancel=cancel
-            )
+            # 2. the checkout moves to the new tree: containers created from now on mount it
+            source.activate(checkout, checkout.parent / resolved.tree)
+            activated = True
+            # 3. plan + apply, health-gated; transient failures are retried, the stack untouched
+            plan = self._retrying(target, lambda: self._up(target, resolved, cancel), cancel, log)
             result = Result.NOOP if plan.is_noop else Result.SUCCESS
             self.state.finish_deploy(deploy_id, result)
             with self._lock:
-                self._rendered[target.project] = rendered
+                self._resolved[target.project] = resolved
+            self._sweep(target, resolved)
             self._count(target, result, started)
             log.info("deploy.done", result=str(result), changes=len(plan.changes))
             return Outcome(result, commit)
-        except DeployError as err:
-            if err.reason == "Cancelled":
+        except ReconcilerError as err:
+            if activated and previous is not None and previous.name != resolved.tree:
+                # Self-heal and restarts must keep seeing the revision that runs, not the failed one.
+                self._restore(source, checkout, previous, log)
+            if isinstance(err, DeployError) and err.reason == "Cancelled":
                 # Superseded by a newer commit: not this commit's fault, so don't mark it failed.
                 if deploy_id is not None:
                     self.state.finish_deploy(
@@ -232,16 +317,76 @@ class Deployer:
                     )
                 log.info("deploy.cancelled")
                 return Outcome(Result.FAILURE, commit, "cancelled")
-            return self._failed(target, commit, deploy_id, err, started, log, rollback=True)
-        except InputError as err:
+            if isinstance(err, TransientError):
+                # An outage is no verdict on the commit: not marked failed, the next poll tries again.
+                if deploy_id is not None:
+                    self.state.finish_deploy(deploy_id, Result.FAILURE, f"transient: {err}")
+                self._count(target, Result.FAILURE, started)
+                log.warning("deploy.transient_error", error=str(err), reason=err.reason)
+                return Outcome(Result.FAILURE, commit, str(err))
             # Bad compose/config in this commit: nothing was changed, retrying won't help.
-            return self._failed(target, commit, deploy_id, err, started, log, rollback=False)
-        except TransientError as err:
-            if deploy_id is not None:
-                self.state.finish_deploy(deploy_id, Result.FAILURE, str(err))
-            self._count(target, Result.FAILURE, started)
-            log.warning("deploy.transient_error", error=str(err))
-            return Outcome(Result.FAILURE, commit, str(err))
+            rollback = not isinstance(err, InputError)
+            return self._failed(target, commit, deploy_id, err, started, log, rollback=rollback)
+
+    def _check(self, target: Target, resolved: Resolved) -> None:
+        """Everything that refuses a revision without touching Docker."""
+        from reconciler.spec import project_spec
+
+        spec = project_spec(resolved)
+        if not spec.services and not target.env.allow_empty:
+            raise ComposeError(
+                f"commit {resolved.commit[:12]} renders a project with no services (every service "
+                "removed, or behind a profile): the running stack is kept",
+                hint=f"set `allow_empty: true` on environment {target.env.name!r} to allow removing it",
+            )
+
+    def _up(self, target: Target, resolved: Resolved, cancel: threading.Event | None) -> Any:
+        return self.converger.up(
+            resolved,
+            timeout=float(target.env.deploy_timeout),
+            labels={**target.labels(), L.CHECKOUT: resolved.tree},
+            cancel=cancel,
+            owner=self.owner(target.app.name, target.env.name),
+            allow_empty=target.env.allow_empty,
+            subnet_pool=self.config.networks_pool if target.ephemeral else None,
+        )
+
+    def _retrying(self, target: Target, step: Callable[[], T], cancel: threading.Event | None, log: Any) -> T:
+        """Run ``step``; retry transient failures with bounded exponential backoff."""
+        budget = max(self.retry_budget, float(target.env.deploy_timeout))
+        deadline = time.monotonic() + budget
+        delay = self.retry_first
+        while True:
+            try:
+                return step()
+            except TransientError as err:
+                if time.monotonic() + delay > deadline or (cancel is not None and cancel.is_set()):
+                    raise
+                if self.metrics is not None:
+                    self.metrics.retry(target.app.name, target.env.name, err.reason)
+                log.warning("deploy.retry", reason=err.reason, error=str(err), retry_in=delay)
+                waiter = cancel or threading.Event()
+                if waiter.wait(delay):
+                    raise DeployError("cancelled while retrying", reason="Cancelled") from err
+                delay = min(delay * 2, _RETRY_MAX)
+
+    def _restore(self, source: GitSource, checkout: Path, previous: Path, log: Any) -> None:
+        try:
+            if previous.is_dir():
+                source.activate(checkout, previous)
+        except ReconcilerError as err:
+            log.error("checkout.restore_failed", error=str(err))
+
+    def _sweep(self, target: Target, resolved: Resolved) -> None:
+        """Remove checkout trees no container mounts any more (and that are not the current one)."""
+        try:
+            live = self.converger.observe([target.project])[target.project]
+            keep = {resolved.tree} | {
+                c.labels[L.CHECKOUT] for c in live.containers if c.labels.get(L.CHECKOUT)
+            }
+            self.source_for(target.app.name).sweep(self.checkout_dir(target.project), keep)
+        except ReconcilerError as err:  # leftovers only cost disk; the next deploy sweeps again
+            logs.get(project=target.project).warning("checkout.sweep_failed", error=str(err))
 
     def _failed(
         self,
@@ -278,7 +423,7 @@ class Deployer:
         self, target: Target, commit: str, *, failed_commit: str | None = None, trigger: str = "rollback"
     ) -> Outcome:
         """Redeploy a known-good ``commit`` (automatic after a failure, or `reconciler rollback`)."""
-        with self._project_lock(target.project):
+        with project_lock(target.project):
             return self._rollback(target, commit, failed_commit=failed_commit, trigger=trigger)
 
     def _rollback(self, target: Target, commit: str, *, failed_commit: str | None, trigger: str) -> Outcome:
@@ -290,8 +435,11 @@ class Deployer:
             target.app.name, target.env.name, target.project, target.branch, commit, trigger, ""
         )
         try:
-            rendered = self.render(target, commit)
-            self.converger.up(rendered, timeout=float(target.env.deploy_timeout), labels=target.labels())
+            resolved = self._retrying(target, lambda: self.resolve(target, commit), None, log)
+            self.source_for(target.app.name).activate(
+                self.checkout_dir(target.project), self.checkout_dir(target.project).parent / resolved.tree
+            )
+            self._retrying(target, lambda: self._up(target, resolved, None), None, log)
         except ReconcilerError as err:
             self.state.finish_deploy(
                 deploy_id, Result.FAILURE, f"rollback failed: {err}", rollback_of=failed_commit
@@ -301,7 +449,8 @@ class Deployer:
             return Outcome(Result.FAILURE, commit, str(err))
         self.state.finish_deploy(deploy_id, Result.SUCCESS, "", rollback_of=failed_commit)
         with self._lock:
-            self._rendered[target.project] = rendered
+            self._resolved[target.project] = resolved
+        self._sweep(target, resolved)
         if self.metrics is not None:
             self.metrics.rollback(target.app.name, target.env.name)
         self._count(target, Result.SUCCESS, started)
@@ -309,21 +458,24 @@ class Deployer:
         return Outcome(Result.SUCCESS, commit)
 
     def heal(self, target: Target, cancel: threading.Event | None = None) -> None:
-        """Self-heal: converge the live stack back to its last rendered model (no git involved)."""
-        rendered = self.rendered(target)
-        if rendered is None:
+        """Self-heal: converge the live stack back to the revision resolved at deploy time (no git)."""
+        resolved = self.rendered(target)
+        if resolved is None:
             return
-        with self._project_lock(target.project):
-            self.converger.up(
-                rendered, timeout=float(target.env.deploy_timeout), labels=target.labels(), cancel=cancel
-            )
+        with project_lock(target.project):
+            if self.state.suspension(target.project) is not None:
+                return  # suspended while the heal waited
+            self._up(target, resolved, cancel)
 
     def teardown(self, app: str, environment: str, project: str, branch: str) -> None:
-        """Remove an ephemeral stack with its volumes and built images, its checkout and its state row."""
+        """Remove an ephemeral stack with its volumes and built images, its checkout and its state row.
+
+        Only objects this instance created for this environment (or unowned ones of the project that
+        an older release created) are removed; another owner's objects are left alone."""
         log = logs.get(app=app, environment=environment, project=project, branch=branch)
-        with self._project_lock(project):
-            self.converger.down(project, volumes=True, images=True)
-        shutil.rmtree(self.checkout_dir(project), ignore_errors=True)
+        with project_lock(project):
+            self.converger.down(project, volumes=True, images=True, owner=self.owner(app, environment))
+            self.source_for(app).remove_checkouts(self.checkout_dir(project))
         self.forget(project)
         self.state.remove_environment(project)
         self.state.release(app, branch)
@@ -336,3 +488,28 @@ class Deployer:
         self.metrics.reconcile(
             target.app.name, target.env.name, target.project, label, self.clock() - started
         )
+
+
+def _rebase(value: Any, old: str, new: str) -> Any:
+    """Every path under ``old`` (a checkout tree) moved under ``new`` (the stable checkout path)."""
+    if isinstance(value, str):
+        if value == old or value.startswith(old + "/"):
+            return new + value[len(old) :]
+        return value
+    if isinstance(value, dict):
+        return {k: _rebase(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rebase(v, old, new) for v in value]
+    return value
+
+
+def _mounted_sources(model: Mapping[str, Any]) -> Iterator[str]:
+    """Host paths a container of ``model`` mounts: bind sources and file-based secrets and configs."""
+    for svc in (model.get("services") or {}).values():
+        for vol in (svc or {}).get("volumes") or ():
+            if isinstance(vol, Mapping) and vol.get("type") == "bind" and vol.get("source"):
+                yield str(vol["source"])
+    for kind in ("secrets", "configs"):
+        for item in (model.get(kind) or {}).values():
+            if isinstance(item, Mapping) and item.get("file"):
+                yield str(item["file"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -80,20 +81,37 @@ class Runtime:
         ).start()
 
     def _watch_events(self) -> None:
-        """Docker events (die, stop, health_status) make the drift check run now; reconnect when dropped."""
+        """Docker events (die, stop, health_status) make the drift check run now; reconnect when dropped.
+
+        A dropped stream means the engine went away (restarted, or the socket is gone): Docker is reported
+        down at once, and once it answers again a drift check runs and the stream resumes from where it
+        broke, so what happened meanwhile (a container stopped during the restart) is never missed."""
         backoff = 1.0
+        since: float | None = None
         while not self.stop_event.is_set():
             try:
-                for _event in self.daemon.converger.events(self.stop_event):
+                for event in self.daemon.converger.events(self.stop_event, since=since):
                     backoff = 1.0
+                    since = _event_time(event, since)
                     self._drift_now()
             except DockerError as err:
                 logs.get().warning("docker.events_dropped", error=str(err))
+                self.daemon.docker_lost(str(err))
+                since = since or time.time()
+                # Wait for the engine: each attempt is one observation, which also sets docker_up.
+                while not self.stop_event.wait(backoff):
+                    backoff = min(backoff * 2, 30.0)
+                    if self.daemon.docker_answers():
+                        logs.get().info("docker.events_resumed")
+                        self._drift_now()
+                        break
+                continue
             if self.stop_event.wait(backoff):
                 return
-            backoff = min(backoff * 2, 30.0)
 
     def _drift_now(self) -> None:
+        if self.stop_event.is_set():
+            return
         job = self.scheduler.get_job("drift")
         if job is not None:
             job.modify(next_run_time=datetime.now(UTC))
@@ -120,3 +138,12 @@ class Runtime:
             pass
         self.stop()
         return 0
+
+
+def _event_time(event: dict[str, Any], last: float | None) -> float | None:
+    """The time of an event (unix seconds, nanosecond precision when Docker gives it)."""
+    nano = event.get("timeNano")
+    if isinstance(nano, int):
+        return nano / 1e9
+    seconds = event.get("time")
+    return float(seconds) if isinstance(seconds, int | float) else last

@@ -42,6 +42,7 @@ def environment_json(env: EnvironmentStatus) -> dict[str, Any]:
         "url": env.url,
         "ephemeral": env.ephemeral,
         "error": env.error,
+        "failed_commit": env.failed_commit,
         "last_success": env.last_success,
         "last_deploy": deploy_json(env.last_deploy),
     }

@@ -76,6 +76,7 @@ class Metrics:
         self._env_seen: dict[EnvKey, float] = {}
         self._project_seen: dict[ProjectKey, float] = {}
         self._heal_services: dict[EnvKey, set[str]] = {}
+        self._retry_reasons: dict[EnvKey, set[str]] = {}
 
         # Not registered on their own: _Collector emits them after reading the view (zero series, pruning).
         self.reconcile_total = Counter(
@@ -101,6 +102,13 @@ class Metrics:
             "reconciler_self_heals",
             "Drifted services repaired by self-heal.",
             ["app", "environment", "service"],
+            registry=None,
+        )
+        self.retries_total = Counter(
+            "reconciler_retries",
+            "Transient failures (Docker 5xx or 429, registry throttling, timeouts, refused connections, DNS, "
+            "git) retried with backoff during a deploy, by reason. Never a rollback, never a failed commit.",
+            ["app", "environment", "reason"],
             registry=None,
         )
         self.git_poll_total = Counter(
@@ -131,6 +139,7 @@ class Metrics:
             self.reconcile_duration,
             self.rollbacks_total,
             self.self_heals_total,
+            self.retries_total,
             self.git_poll_total,
             self.git_poll_duration,
             self.webhook_total,
@@ -160,6 +169,13 @@ class Metrics:
             self._env_seen[(app, environment)] = self._clock()
             self._heal_services.setdefault((app, environment), set()).add(service)
         self.self_heals_total.labels(app, environment, service).inc()
+
+    def retry(self, app: str, environment: str, reason: str) -> None:
+        """A transient failure during a deploy, retried with backoff."""
+        with self._lock:
+            self._env_seen[(app, environment)] = self._clock()
+            self._retry_reasons.setdefault((app, environment), set()).add(reason)
+        self.retries_total.labels(app, environment, reason).inc()
 
     def git_poll(self, app: str, ok: bool, duration: float) -> None:
         """One git poll of ``app`` finished, successfully or not, after ``duration`` seconds."""
@@ -220,6 +236,8 @@ class Metrics:
                     self.reconcile_duration.remove(app, environment)
                     for service in self._heal_services.pop((app, environment), set()):
                         self.self_heals_total.remove(app, environment, service)
+                    for reason in self._retry_reasons.pop((app, environment), set()):
+                        self.retries_total.remove(app, environment, reason)
                     del self._env_seen[(app, environment)]
 
 

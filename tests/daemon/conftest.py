@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import time
@@ -95,9 +96,11 @@ def cleanup(docker_client: docker.DockerClient) -> Iterator[Callable[[str], None
     """Register a project prefix; everything labelled with a project of that prefix is removed after."""
     prefixes: list[str] = []
     yield prefixes.append
-    for c in docker_client.containers.list(all=True, filters={"label": "com.docker.compose.project"}):
-        if any(c.labels.get("com.docker.compose.project", "").startswith(p) for p in prefixes):
-            c.remove(force=True, v=True)
+    # The low-level list: no inspect per container, so one vanishing meanwhile is no error.
+    for c in docker_client.api.containers(all=True, filters={"label": "com.docker.compose.project"}):
+        if any((c.get("Labels") or {}).get("com.docker.compose.project", "").startswith(p) for p in prefixes):
+            with contextlib.suppress(docker.errors.NotFound):
+                docker_client.api.remove_container(c["Id"], force=True, v=True)
     for n in docker_client.networks.list(filters={"label": "com.docker.compose.project"}):
         if any(n.attrs["Labels"].get("com.docker.compose.project", "").startswith(p) for p in prefixes):
             n.remove()

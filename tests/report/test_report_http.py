@@ -32,6 +32,7 @@ API_KEYS = {
     "url",
     "ephemeral",
     "error",
+    "failed_commit",
     "last_success",
     "last_deploy",
 }

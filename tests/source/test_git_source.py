@@ -6,8 +6,6 @@ import http.server
 import os
 import shutil
 import socket
-import stat
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,95 +14,7 @@ import pytest
 
 from reconciler.errors import GitError
 from reconciler.source import GitSource, git_env, redact
-
-REAL_GIT = shutil.which("git") or "/usr/bin/git"
-IDENTITY = {
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@example.org",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@example.org",
-}
-
-
-class Remote:
-    """A bare repository plus a working clone to commit and push from."""
-
-    def __init__(self, root: Path) -> None:
-        self.bare = root / "remote.git"
-        self.work = root / "work"
-        git("init", "-q", "--bare", "-b", "master", str(self.bare))
-        git("init", "-q", "-b", "master", str(self.work))
-
-    def commit(self, files: dict[str, str], message: str = "change", *, date: str | None = None) -> str:
-        for name, text in files.items():
-            path = self.work / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-        git("-C", str(self.work), "add", "-A")
-        env = {"GIT_COMMITTER_DATE": date, "GIT_AUTHOR_DATE": date} if date else {}
-        git("-C", str(self.work), "commit", "-q", "--allow-empty", "-m", message, env=env)
-        return git("-C", str(self.work), "rev-parse", "HEAD").strip()
-
-    def push(self, branch: str, *, force: bool = False) -> None:
-        git(
-            "-C",
-            str(self.work),
-            "push",
-            "-q",
-            *(["-f"] if force else []),
-            str(self.bare),
-            f"HEAD:refs/heads/{branch}",
-        )
-
-    def delete(self, branch: str) -> None:
-        git("-C", str(self.work), "push", "-q", str(self.bare), f":refs/heads/{branch}")
-
-    def checkout(self, branch: str, *, new: bool = False) -> None:
-        git("-C", str(self.work), "checkout", "-q", *(["-b"] if new else []), branch)
-
-
-def git(*args: str, env: dict[str, str] | None = None) -> str:
-    return subprocess.run(
-        [REAL_GIT, *args],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **IDENTITY, **(env or {})},
-    ).stdout
-
-
-@pytest.fixture
-def remote(tmp_path: Path) -> Remote:
-    return Remote(tmp_path)
-
-
-@pytest.fixture
-def git_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Put a logging `git` first on PATH: one line per git invocation (and hooks for specific commands)."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    log = tmp_path / "git.log"
-    log.touch()
-    wrapper = bindir / "git"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'echo "$*" >> "{log}"\n'
-        'if [ -n "$DURING_CHECKOUT" ] && echo "$*" | grep -q checkout-index; then\n'
-        '  cat "$DURING_CHECKOUT/VERSION" >> "' + str(log) + '.during"\n'
-        "fi\n"
-        f'exec "{REAL_GIT}" "$@"\n'
-    )
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    return log
-
-
-def calls(log: Path, word: str) -> int:
-    return sum(1 for line in log.read_text().splitlines() if word in line.split())
-
-
-def source(remote: Remote, tmp_path: Path, **kw: float) -> GitSource:
-    return GitSource("demo", str(remote.bare), tmp_path / "cache", **kw)
+from tests.source.helpers import Remote, calls, source
 
 
 def test_heads_follow_push_force_push_and_delete(remote: Remote, tmp_path: Path) -> None:
@@ -166,7 +76,7 @@ def test_fetch_only_when_a_head_moved(remote: Remote, tmp_path: Path, git_log: P
 def test_materialize_swaps_atomically_at_a_stable_path(
     remote: Remote, tmp_path: Path, git_log: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """dest keeps its path, always shows one complete tree, and only the two previous trees are kept."""
+    """dest keeps its path, always shows one complete tree, and only the current tree is kept."""
     one = remote.commit(
         {"VERSION": "one\n", "site/index.html": "<p>one</p>", "docker-compose.yml": "services: {}\n"}
     )
@@ -189,8 +99,8 @@ def test_materialize_swaps_atomically_at_a_stable_path(
     assert (dest / "site/new.html").read_text() == "new"
     assert dest.is_symlink() and os.readlink(dest) != first_target
     siblings = sorted(p.name for p in dest.parent.iterdir())
-    # Temp files are gone; the previous tree stays for containers that still mount it.
-    assert siblings == sorted(["demo-production", os.readlink(dest), first_target])
+    # Temp files and the previous tree are gone (materialize is prepare + activate + sweep(keep=())).
+    assert siblings == sorted(["demo-production", os.readlink(dest), f"{os.readlink(dest)}.commit"])
 
     # Going back works too (a rollback), and the same commit again writes nothing.
     src.materialize(one, dest)
@@ -202,7 +112,8 @@ def test_materialize_swaps_atomically_at_a_stable_path(
     src.materialize(two, dest)
     src.materialize(one, dest)
     trees = [p for p in dest.parent.iterdir() if p.name != "demo-production"]
-    assert len(trees) == 3 and first_target not in {p.name for p in trees}
+    assert [p.name for p in trees if p.is_dir()] == [os.readlink(dest)]
+    assert first_target not in {p.name for p in trees}
 
 
 def test_materialize_cleans_up_after_a_crash_and_replaces_a_directory(remote: Remote, tmp_path: Path) -> None:
@@ -221,7 +132,8 @@ def test_materialize_cleans_up_after_a_crash_and_replaces_a_directory(remote: Re
     src.materialize(sha, dest)
     assert (dest / "VERSION").read_text() == "one\n" and not (dest / "stale").exists()
     assert not leftover.exists() and other.exists()
-    assert sorted(p.name for p in dest.parent.iterdir()) == sorted(["p", os.readlink(dest), ".p2@abc"])
+    tree = os.readlink(dest)
+    assert sorted(p.name for p in dest.parent.iterdir()) == sorted(["p", tree, f"{tree}.commit", ".p2@abc"])
 
 
 def test_materialize_keeps_modes_and_symlinks(remote: Remote, tmp_path: Path) -> None:
@@ -283,6 +195,8 @@ def test_only_full_shas_reach_git(remote: Remote, tmp_path: Path) -> None:
             src.ensure_fetched([bad])
         with pytest.raises(ValueError):
             src.materialize(bad, tmp_path / "co" / "p")
+        with pytest.raises(ValueError):
+            src.prepare(bad, tmp_path / "co" / "p")
 
 
 def test_resolve_abbreviated_sha(remote: Remote, tmp_path: Path) -> None:
@@ -371,3 +285,23 @@ def test_git_environment_never_prompts() -> None:
     assert env["GIT_SSH_COMMAND"] == "ssh -o BatchMode=yes"
     assert "GIT_DIR" not in env
     assert git_env({"GIT_SSH_COMMAND": "ssh -i key"})["GIT_SSH_COMMAND"] == "ssh -i key"
+
+
+def test_a_branch_that_moved_or_vanished_since_listing(remote: Remote, tmp_path: Path) -> None:
+    """A listed head force-pushed away or a deleted branch is still fetched by sha when the server has it."""
+    base = remote.commit({"a": "1"})
+    remote.push("master")
+    remote.checkout("feature", new=True)
+    listed = remote.commit({"a": "2"})
+    remote.push("feature")
+    src = source(remote, tmp_path)
+    assert src.heads()["feature"] == listed
+    remote.checkout("master")
+    remote.commit({"a": "3"})
+    remote.push("feature", force=True)  # `listed` is now on no branch
+    assert src.ensure_fetched([listed], branches=["feature"]) is True
+    remote.delete("feature")
+    other = source(remote, tmp_path / "other")
+    assert other.ensure_fetched([base], branches=["feature"]) is True  # base is still on master
+    with pytest.raises(GitError, match="could not be fetched"):
+        other.ensure_fetched(["f" * 40], branches=["feature"])
