@@ -61,6 +61,7 @@ load_base_image() {
 # Its own network namespace: dockerd deletes the host's `docker0` when it starts with `--bridge none` (and
 # when it clears a stale default bridge with custom address pools), which would break the main engine. In a
 # namespace of its own it only ever sees its own interfaces. The unix socket is on the shared filesystem.
+# (nsenter, not `ip netns exec`: that remounts /sys, which hides the cgroup mounts dockerd needs.)
 netns() {
   ip netns list | grep -qw "^$NAME" || ip netns add "$NAME"
   ip netns exec "$NAME" ip link set lo up
@@ -80,7 +81,7 @@ launch() {
       fd=${fd##*/}
       [ "$fd" -le 2 ] || eval "exec $fd>&-"
     done
-    exec setsid ip netns exec "$NAME" dockerd \
+    exec setsid nsenter --net="/run/netns/$NAME" dockerd \
       --host "unix://$SOCK" \
       --data-root "$DATA_ROOT" \
       --exec-root "$EXEC_ROOT" \
