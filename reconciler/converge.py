@@ -111,14 +111,16 @@ class Converger:
     def events(
         self, stop: threading.Event, *, window: float = 2.0, since: float | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Container events of compose projects (start, die, stop, health_status, destroy, oom) until
+        """Container events of our stacks (start, die, stop, health_status, destroy, oom) until
         ``stop`` is set. Reads in windows of ``window`` seconds so stopping never waits on a quiet stream;
         raises DockerError when the engine goes away (the caller reconnects, passing the ``time`` of the
         last event seen as ``since`` to miss nothing)."""
         filters = {
             "type": ["container"],
             "event": ["start", "die", "stop", "health_status", "destroy", "oom"],
-            "label": [L.PROJECT],
+            # Only containers the reconciler made: another compose project starting or stopping on the
+            # host is none of our business and must not cost a drift check.
+            "label": [f"{L.MANAGED}=true"],
         }
         since = time.time() if since is None else since
         while not stop.is_set():

@@ -1,4 +1,5 @@
-"""structlog set-up for the CLI and the daemon: JSON lines when stdout is not a TTY, console when it is.
+"""structlog set-up for the CLI and the daemon: log lines go to stderr (stdout is each command's output),
+as JSON lines when stderr is not a TTY and for the console when it is.
 
 Every daemon log line carries app, environment, project and commit (bound by the caller).
 """
@@ -13,12 +14,15 @@ import structlog
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
-    """Configure structlog once; ``json=None`` picks JSON unless stdout is a terminal."""
-    use_json = (not sys.stdout.isatty()) if json is None else json
+    """Configure structlog; ``json=None`` picks JSON unless stderr is a terminal.
+
+    Always stderr: `reconciler sync` or `status --format json` piped into another program must give it
+    their own output only, whatever the daemon code logs meanwhile."""
+    use_json = (not sys.stderr.isatty()) if json is None else json
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
     structlog.configure(
         processors=[
@@ -29,7 +33,9 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # sys.stderr as it is when a logger is made, not when this runs (as structlog's own default does
+        # for stdout): a test harness that swaps and closes stderr must not leave loggers a closed file.
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=True,
     )
     # APScheduler logs through stdlib logging; keep its chatter at warning level.
@@ -40,6 +46,15 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
+def _stderr_logger(*_args: Any) -> structlog.PrintLogger:
+    return structlog.PrintLogger(sys.stderr)
+
+
 def get(**bound: Any) -> Any:
-    """A logger with ``bound`` context (app, environment, project, commit...)."""
+    """A logger with ``bound`` context (app, environment, project, commit...).
+
+    Configures logging first if no one has: structlog's own default prints to stdout, which would mix log
+    lines into a command's output (`reconciler up` logs through the converger)."""
+    if not structlog.is_configured():
+        configure()
     return structlog.get_logger("reconciler").bind(**bound)

@@ -247,3 +247,22 @@ def test_hundred_branches_are_stable_and_unique() -> None:
     assert len(got) == 100 and len(set(got.values())) == 100
     again = desired_environments(STANDARD, heads(*names), got)
     assert projects(again) == got
+
+
+def test_slug_of_a_kept_name_is_its_own_suffixed_slug() -> None:
+    """After a restart the slug comes from the kept project name, hash suffix included."""
+    from reconciler.branches import slug_of
+    from reconciler.names import branch_hash
+
+    env = _env_for_slug_test()
+    suffixed = f"feature-a-{branch_hash('feature-a')}"
+    assert slug_of(env, "feature-a", f"test-{suffixed}") == suffixed
+    assert slug_of(env, "feature/a", "test-feature-a") == "feature-a"
+    # A name that no longer fits the template falls back to the branch's plain slug.
+    assert slug_of(env, "feature/a", "elsewhere") == "feature-a"
+
+
+def _env_for_slug_test():  # type: ignore[no-untyped-def]
+    from reconciler.config import EnvConfig
+
+    return EnvConfig(app="demo", name="preview", project="test-{branch}", compose=("c.yml",), branches=("*",))

@@ -555,3 +555,30 @@ def test_durations(value: object, seconds: float | None) -> None:
 def test_glob_problems(pattern: str, valid: bool) -> None:
     """Globs that could never match a git branch name are recognized."""
     assert (glob_problem(pattern) is None) is valid
+
+
+def test_networks_pool_and_allow_empty(write) -> None:
+    """`networks_pool` is an IPv4 CIDR of at least a /24; `allow_empty` a boolean, off by default."""
+    cfg = load_config(write("networks_pool: 10.210.0.0/16\n" + MINIMAL))
+    assert cfg.networks_pool == "10.210.0.0/16"
+    assert cfg.apps[0].environments[0].allow_empty is False
+    cfg = load_config(write(MINIMAL + "        allow_empty: true\n"))
+    assert cfg.networks_pool is None
+    assert cfg.apps[0].environments[0].allow_empty is True
+
+
+@pytest.mark.parametrize(
+    ("pool", "words"),
+    [
+        ("10.210.0.1/16", "CIDR"),
+        ("banana", "CIDR"),
+        ("10.210.0.0/28", "smaller than one /24"),
+        ("fd00::/64", "CIDR"),
+    ],
+)
+def test_bad_networks_pool_is_located(write, pool: str, words: str) -> None:
+    """A pool that is not an IPv4 network of a /24 or more is refused with file, line and key."""
+    path = write(f"networks_pool: {pool!r}\n" + MINIMAL)
+    err = error_of(path)
+    assert err.location.line == 1 and err.location.key == "networks_pool"
+    assert words in str(err)

@@ -1,21 +1,24 @@
 """CLI handlers for the daemon commands: run, sync, status, history, rollback, suspend, resume.
 
 Each loads environments.yaml, opens the state database and, when it needs Docker, the engine adapter.
-``status`` asks a running daemon's API first (so CLI, page and metrics agree) and computes locally otherwise.
+``status`` asks this configuration's running daemon first (so CLI, page and metrics agree) and computes
+locally otherwise. Output goes to stdout; log lines and warnings go to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
+import ipaddress
 import json
+import os
 import sys
-import urllib.error
 import urllib.request
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from reconciler.errors import ConfigError
+from reconciler.errors import ConfigError, DockerError, StateError
 from reconciler.status import DeployRecord, Result
 
 if TYPE_CHECKING:
@@ -24,6 +27,10 @@ if TYPE_CHECKING:
 
 
 def main(args: argparse.Namespace) -> int:
+    from reconciler import logs
+
+    # Every command: log lines on stderr, so stdout carries only the command's own output.
+    logs.configure()
     handler = {
         "run": _run,
         "sync": _sync,
@@ -59,16 +66,14 @@ def _daemon(cfg: Config, *, metrics: bool = False, owner: bool = False) -> Daemo
 
 
 def _run(args: argparse.Namespace) -> int:
-    from reconciler import logs
     from reconciler.daemon.instance import DaemonLock
     from reconciler.daemon.runtime import Runtime
 
     cfg = _config(args)
-    logs.configure()
     # Before anything else: a second daemon on the same state_dir must not act on the same stacks,
     # whatever port it listens on. The kernel drops the lock when this process dies.
     lock = DaemonLock(cfg.state_dir)
-    lock.acquire(listen="{}:{}".format(*cfg.listen))
+    lock.acquire(listen=_listen_text(*cfg.listen))
     try:
         return Runtime(_daemon(cfg, metrics=True, owner=True)).run_forever()
     finally:
@@ -76,10 +81,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sync(args: argparse.Namespace) -> int:
-    from reconciler import logs
-
     cfg = _config(args)
-    logs.configure()
     daemon = _daemon(cfg)
     # Targets are checked after the pass: a poll may create the project a target names.
     only = set(args.targets) or None
@@ -121,25 +123,108 @@ def _sync(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _api_status(cfg: Config) -> list[dict[str, Any]] | None:
-    host, port = cfg.listen
+def _listen_text(host: str, port: int) -> str:
+    """``listen`` as written in environments.yaml: an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _api_url(host: str, port: int, path: str) -> str:
+    """Where a client on this host reaches a server listening on ``host:port``.
+
+    A wildcard listen (0.0.0.0, ::) accepts loopback connections, and loopback is the one address sure
+    to be ours; an IPv6 literal needs brackets in a URL (RFC 3986), else ``http://::1:9469`` is no URL.
+    """
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/api/environments", timeout=2) as resp:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None  # a host name: connect to it as given
+    if address is not None and address.is_unspecified:
+        host = "::1" if address.version == 6 else "127.0.0.1"
+    return f"http://{_listen_text(host, port)}{path}"
+
+
+def _instance(cfg: Config) -> str:
+    from reconciler.daemon.instance import instance_id
+
+    try:
+        return instance_id(cfg.state_dir)
+    except OSError as exc:  # e.g. a state_dir only the daemon's user may read
+        raise StateError(
+            f"cannot read the instance id in {str(cfg.state_dir)!r}: {exc.strerror or exc}",
+            hint="run `reconciler status` as the user that runs the daemon",
+        ) from exc
+
+
+def _api_status(cfg: Config) -> list[dict[str, Any]] | None:
+    """The rows of this configuration's running daemon; None when none answers on ``listen``.
+
+    Whatever answers there must name this configuration's instance: another configuration's daemon on
+    the same address would show its own environments as ours."""
+    from reconciler.report.http import INSTANCE_HEADER
+
+    host, port = cfg.listen
+    if port == 0:
+        return None  # the daemon picks a free port at start: there is no address to ask
+    # `listen` is an address of this host: never ask an http_proxy from the environment for it.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(_api_url(host, port, "/api/environments"), timeout=2) as resp:
+            owner = resp.headers.get(INSTANCE_HEADER)
             data = json.load(resp)
-    except (OSError, urllib.error.URLError, ValueError):
+    except (OSError, http.client.HTTPException, ValueError):
+        return None  # nothing there, or not an HTTP server, or not JSON (URLError is an OSError)
+    if not isinstance(data, list):
         return None
-    return data if isinstance(data, list) else None
+    mine = _instance(cfg)
+    if owner != mine:
+        print(
+            f"reconciler status: the daemon on {_listen_text(host, port)} belongs to another configuration"
+            f" (instance {owner or 'not given'}; this configuration's is {mine}),"
+            " so its answer is ignored and status is computed here",
+            file=sys.stderr,
+        )
+        return None
+    return data
+
+
+def _docker_where() -> str:
+    # Where docker-py connects (the engine adapter's rule): DOCKER_HOST, else the local socket.
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _local_status(cfg: Config) -> tuple[list[dict[str, Any]], bool]:
+    """The rows computed in this process, and whether Docker answered (else health and drift are unknown).
+
+    The state database gives environments, commits and deploys; Docker gives health and drift."""
+    from reconciler.report.api import environments_json
+
+    daemon = _daemon(cfg)
+    try:
+        # One call first, so an engine that is down is told apart from one that has nothing of ours.
+        daemon.converger.observe(())
+    except DockerError as err:
+        print(
+            f"reconciler status: the Docker Engine at {_docker_where()} is unreachable, so health and"
+            f" drift are unknown; the table shows the state database only.\n  {err}",
+            file=sys.stderr,
+        )
+        return environments_json(daemon.environments()), False
+    daemon.check_drift()
+    if not daemon.docker_up():
+        print(
+            f"reconciler status: the Docker Engine at {_docker_where()} stopped answering, so health and"
+            " drift are unknown",
+            file=sys.stderr,
+        )
+    return environments_json(daemon.environments()), daemon.docker_up()
 
 
 def _status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     rows = _api_status(cfg)
+    docker_up = True
     if rows is None:
-        daemon = _daemon(cfg)
-        daemon.check_drift()
-        from reconciler.report.api import environments_json
-
-        rows = environments_json(daemon.environments())
+        rows, docker_up = _local_status(cfg)
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
@@ -154,7 +239,7 @@ def _status(args: argparse.Namespace) -> int:
                 (r.get("head_commit") or "-")[:8],
                 (r.get("deployed_commit") or "-")[:8],
                 r["sync"],
-                r["health"] + (" (suspended)" if r.get("suspended") else ""),
+                (r["health"] if docker_up else "unknown") + (" (suspended)" if r.get("suspended") else ""),
                 _last(r),
             ]
             for r in rows

@@ -82,6 +82,11 @@ class Daemon:
         self.alive_check: Callable[[], bool] = lambda: True
         self._recover(owner)
 
+    @property
+    def instance(self) -> str:
+        """This reconciler's instance id (sent by the HTTP server as X-Reconciler-Instance)."""
+        return self.deployer.instance
+
     def attach_metrics(self, metrics: Metrics) -> None:
         """Metrics read this daemon as their view, so they are attached after construction."""
         self.metrics = metrics
@@ -499,9 +504,23 @@ class Daemon:
 
     # -- targets for CLI commands ------------------------------------------------------------------
     def find_target(self, name: str) -> Target:
-        """A project name or an environment name (unique across apps) → its live target."""
+        """A project name or an environment name (unique across apps) → its target: a live one, or an
+        environment with a fixed ``branch:`` as configured, so it can be suspended, resumed or read before
+        its first deploy. A preview (``branches:``) is a target only once its branch made one."""
+        from reconciler.names import branch_slug
+
         with self._lock:
             targets = list(self._targets.values())
+        live = {t.project for t in targets}
+        for app in self._apps.values():
+            for env in app.environments:
+                if env.branch is None:
+                    continue
+                # The project the next poll makes for it (a live target of that name is the same one).
+                slug = branch_slug(env.branch)
+                project = env.project_for(slug)
+                if project not in live:
+                    targets.append(Target(app, env, env.branch, project, slug))
         hits = [t for t in targets if t.project == name] or [t for t in targets if t.env.name == name]
         if len(hits) == 1:
             return hits[0]

@@ -10,7 +10,7 @@ import contextlib
 import signal
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from reconciler import logs
@@ -18,6 +18,8 @@ from reconciler.errors import DockerError
 
 if TYPE_CHECKING:
     from reconciler.daemon.core import Daemon
+
+_DEBOUNCE = 1.0  # seconds between two drift checks triggered by Docker events
 
 
 class Runtime:
@@ -31,7 +33,9 @@ class Runtime:
         )
         self.server: Any = None
         self._events_thread: threading.Thread | None = None
-        self._drift_soon = threading.Event()
+        self._debounce_lock = threading.Lock()
+        self._last_trigger = -_DEBOUNCE  # monotonic time of the last event-triggered check
+        self._pending_until = 0.0
 
     def start(self) -> None:
         """Start the scheduler, the HTTP server and the event listener (non-blocking; used by tests too)."""
@@ -110,11 +114,21 @@ class Runtime:
                 return
 
     def _drift_now(self) -> None:
+        """Run the drift check soon: at once, or at most once per ``_DEBOUNCE`` seconds in a burst of
+        events (a restart of a stack, a host booting), so a burst costs one or two checks, not dozens."""
         if self.stop_event.is_set():
             return
         job = self.scheduler.get_job("drift")
-        if job is not None:
-            job.modify(next_run_time=datetime.now(UTC))
+        if job is None:
+            return
+        now = time.monotonic()
+        with self._debounce_lock:
+            at = max(now, self._last_trigger + _DEBOUNCE)
+            if self._pending_until > now:
+                return  # a check is already due within the window: it will see this event too
+            self._last_trigger = at
+            self._pending_until = at
+        job.modify(next_run_time=datetime.now(UTC) + timedelta(seconds=at - now))
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -1,7 +1,8 @@
 """The daemon's HTTP server: /metrics, /healthz, /api/environments, the status page and push webhooks.
 
 The daemon calls ``serve(view, metrics, host, port)`` and ``.stop()`` on the handle at shutdown. Standard
-library only (a thread per request); every answer is built from the view at request time.
+library only (a thread per request); every answer is built from the view at request time and names the
+reconciler instance it comes from (``X-Reconciler-Instance``), so `reconciler status` can tell ours apart.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ _SECURITY_HEADERS: Final = {
     "Cache-Control": "no-store",
 }
 _PAGE_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
+# The instance id (state_dir's `instance-id`) of the daemon answering, on every response: another
+# configuration's daemon may listen on the address a configuration names.
+INSTANCE_HEADER: Final = "X-Reconciler-Instance"
 
 
 @dataclass
@@ -70,13 +74,25 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
-def serve(view: DaemonView, metrics: Metrics, host: str = "127.0.0.1", port: int = 9469) -> ServerHandle:
+def serve(
+    view: DaemonView,
+    metrics: Metrics,
+    host: str = "127.0.0.1",
+    port: int = 9469,
+    *,
+    instance: str | None = None,
+) -> ServerHandle:
     """Start the server on a daemon thread; ``port=0`` picks a free port (see ``handle.port``).
 
-    Raises ConfigError when the address cannot be bound (in use, not local...).
+    ``instance``: the id sent as ``X-Reconciler-Instance``; by default the view's ``instance`` attribute
+    if it has one (the daemon does), else no such header. Raises ConfigError when the address cannot be
+    bound (in use, not local...).
     """
+    if instance is None:
+        found = getattr(view, "instance", None)
+        instance = found if isinstance(found, str) and found else None
     hooks = WebhookHandler(view, metrics, ReplayGuard())
-    handler = _make_handler(view, metrics, hooks)
+    handler = _make_handler(view, metrics, hooks, instance)
     server_class = _Server6 if ":" in host else _Server
     try:
         server = server_class((host, port), handler)
@@ -104,6 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
     view: DaemonView
     metrics: Metrics
     hooks: WebhookHandler
+    instance: str | None = None
     server_version = "reconciler"
     sys_version = ""
     timeout = REQUEST_TIMEOUT
@@ -250,9 +267,19 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
+    def end_headers(self) -> None:
+        # Here rather than in _send, so the standard library's own error answers (a malformed request
+        # line, an unknown method) name the instance too.
+        if self.instance is not None:
+            self.send_header(INSTANCE_HEADER, self.instance)
+        super().end_headers()
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http", client=self.client_address[0], message=format % args)
 
 
-def _make_handler(view: DaemonView, metrics: Metrics, hooks: WebhookHandler) -> type[_Handler]:
-    return type("Handler", (_Handler,), {"view": view, "metrics": metrics, "hooks": hooks})
+def _make_handler(
+    view: DaemonView, metrics: Metrics, hooks: WebhookHandler, instance: str | None
+) -> type[_Handler]:
+    attrs = {"view": view, "metrics": metrics, "hooks": hooks, "instance": instance}
+    return type("Handler", (_Handler,), attrs)

@@ -52,6 +52,38 @@ def test_events_report_a_container_dying_and_stop_when_asked(stack: Stack) -> No
     assert not reader.is_alive()
 
 
+def test_events_ignore_compose_projects_we_did_not_make(stack: Stack) -> None:
+    """A compose container started and stopped by someone else never reaches the drift trigger."""
+    stack.write(APP)
+    stack.up()
+    foreign = f"{stack.name}-foreign"
+    docker(
+        "run", "-d", "--name", foreign, "--label", f"com.docker.compose.project={foreign}",
+        BUSYBOX, "sleep", "3600",
+    )  # fmt: skip
+    stop = threading.Event()
+    seen: list[dict[str, Any]] = []
+    since = time.time() - 5
+    reader = threading.Thread(
+        target=lambda: seen.extend(stack.converger.events(stop, window=0.5, since=since))
+    )
+    reader.start()
+    try:
+        docker("stop", "-t", "1", foreign)
+        docker("stop", "-t", "1", f"{stack.name}-app-1")  # ours: its die ends the wait below
+        deadline = time.monotonic() + 15
+        while not any(e.get("Action") == "die" and stack.name in str(e.get("Actor")) for e in list(seen)):
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        reader.join(timeout=10)
+        docker("rm", "-f", foreign)
+    names = {str((e.get("Actor") or {}).get("Attributes", {}).get("name")) for e in seen}
+    assert foreign not in names
+    assert f"{stack.name}-app-1" in names
+
+
 def test_project_labels_finds_stacks_by_label_even_without_containers(stack: Stack) -> None:
     """The sweep finds a labelled stack from its containers, and from its volume once they are gone."""
     stack.write(APP)

@@ -29,6 +29,15 @@ def ids(client: docker.DockerClient, project: str) -> dict[str, str]:
     return {s: c.id for s, c in containers(client, project).items()}
 
 
+def _synced(tmp_path: Path, repo: Repo, cleanup: Any, **overrides: Any) -> tuple[Any, str]:
+    """A daemon on the example config under a fresh prefix after one pass, and its production project."""
+    prefix = unique_prefix()
+    cleanup(prefix)
+    daemon = _daemon(load_config(write_config(tmp_path, repo.bare, prefix, **overrides)))
+    sync_all(daemon)
+    return daemon, f"{prefix}-production"
+
+
 def _env(project: str, **extra: Any) -> dict[str, Any]:
     return {
         "project": project,
@@ -80,11 +89,7 @@ def test_a_push_with_no_services_leaves_production_running(
     tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
 ) -> None:
     """Every service behind a profile renders zero services: production keeps running and says why."""
-    prefix = unique_prefix()
-    cleanup(prefix)
-    project = f"{prefix}-production"
-    daemon = _daemon(load_config(write_config(tmp_path, repo.bare, prefix)))
-    sync_all(daemon)
+    daemon, project = _synced(tmp_path, repo, cleanup)
     before = ids(docker_client, project)
     assert before
 
@@ -107,11 +112,7 @@ def test_a_readme_push_recreates_nothing_and_a_site_push_only_the_web(
     tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
 ) -> None:
     """Bind-mounted repository files are hashed by content: only a change to them recreates."""
-    prefix = unique_prefix()
-    cleanup(prefix)
-    project = f"{prefix}-production"
-    daemon = _daemon(load_config(write_config(tmp_path, repo.bare, prefix)))
-    sync_all(daemon)
+    daemon, project = _synced(tmp_path, repo, cleanup)
     before = ids(docker_client, project)
 
     readme = repo.commit("master", {"README.md": "just words\n"})
@@ -138,12 +139,7 @@ def test_a_commit_that_fails_to_render_never_reaches_the_checkout(
     tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
 ) -> None:
     """The checkout keeps showing the running commit; drift and self-heal see no change from the bad one."""
-    prefix = unique_prefix()
-    cleanup(prefix)
-    project = f"{prefix}-production"
-    cfg = write_config(tmp_path, repo.bare, prefix, envs={"production": {"self_heal": True}})
-    daemon = _daemon(load_config(cfg))
-    sync_all(daemon)
+    daemon, project = _synced(tmp_path, repo, cleanup, envs={"production": {"self_heal": True}})
     link = Path(daemon.config.state_dir) / "checkouts" / project
     shown = os.readlink(link)
     before = ids(docker_client, project)
@@ -165,12 +161,7 @@ def test_rollback_keeps_the_failure_visible_and_restores_the_checkout(
     tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
 ) -> None:
     """After an automatic rollback the status still names the commit that failed and Docker's reason."""
-    prefix = unique_prefix()
-    cleanup(prefix)
-    project = f"{prefix}-production"
-    cfg = write_config(tmp_path, repo.bare, prefix, envs={"production": {"timeout": "20s"}})
-    daemon = _daemon(load_config(cfg))
-    sync_all(daemon)
+    daemon, project = _synced(tmp_path, repo, cleanup, envs={"production": {"timeout": "20s"}})
     good = daemon.state.last_applied(project)
     bad = repo.edit_yaml(
         "master",
@@ -193,11 +184,7 @@ def test_suspend_and_pin_taken_while_a_deploy_waits_win(
     tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
 ) -> None:
     """A queued deploy reads suspension and pins again under the project lock and does nothing."""
-    prefix = unique_prefix()
-    cleanup(prefix)
-    project = f"{prefix}-production"
-    daemon = _daemon(load_config(write_config(tmp_path, repo.bare, prefix)))
-    sync_all(daemon)
+    daemon, project = _synced(tmp_path, repo, cleanup)
     good = daemon.state.last_applied(project)
     assert good is not None
     before = ids(docker_client, project)
