@@ -100,7 +100,9 @@ class State:
         self.clock = clock
         self._lock = threading.RLock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # 0700 / 0600: the database holds deploy history and rendered configurations.
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.path.touch(mode=0o600, exist_ok=True)
             # One connection shared by the threads (check_same_thread off, every use under the lock);
             # autocommit mode, with explicit BEGIN IMMEDIATE where several statements must agree.
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)

@@ -381,6 +381,8 @@ class Deployer:
         """Remove checkout trees no container mounts any more (and that are not the current one)."""
         try:
             live = self.converger.observe([target.project])[target.project]
+            if not live.containers:
+                return  # an empty answer right after a deploy is no proof that nothing mounts a tree
             keep = {resolved.tree} | {
                 c.labels[L.CHECKOUT] for c in live.containers if c.labels.get(L.CHECKOUT)
             }

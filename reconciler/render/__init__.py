@@ -32,7 +32,7 @@ class RenderOptions:
     environ: Mapping[str, str] = field(default_factory=dict)  # process environment (highest precedence)
     # (label, compose document) merged after the files, in order; the label names it in error messages
     inline: tuple[tuple[str, Mapping[str, Any]], ...] = ()
-    working_dir: str = "."  # relative files, --env-file and discovery start here
+    working_dir: str = "."  # relative files, --env-file and discovery start here; $PWD unless environ has it
 
 
 @dataclass(frozen=True)

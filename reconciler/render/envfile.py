@@ -1,6 +1,7 @@
 """`.env` / `env_file` parsing with compose's dotenv rules (quotes, escapes, `export`, interpolation).
 
-Called by the renderer for the project's `.env` (or `--env-file`) and for each service `env_file`.
+Called by the renderer for the project's `.env` (or `--env-file`) and for each service `env_file`
+(also in docker's `raw` KEY=VALUE format).
 """
 
 from __future__ import annotations
@@ -116,27 +117,76 @@ def parse_env(text: str, source: str, lookup: Lookup) -> dict[str, str]:
             out[key] = expand(raw)
             line += 1
             continue
-        i = pos + 1
         start_line = line
-        while i < length:
-            char = text[i]
-            if char == "\n":
-                line += 1
-            if char == quote and text[i - 1] != "\\":
-                break
-            i += 1
-        else:
+        value, pos, line = _quoted(text, pos, line)
+        if pos < 0:
             raise ComposeError(f"unterminated quoted value for {key}", Location(file=source, line=start_line))
-        value = text[pos + 1 : i]
         if quote == '"':
             value = expand(_unescape(value))
         out[key] = value
-        pos = i + 1
     return out
 
 
-def read_env_file(path: str, lookup: Lookup, *, display: str | None = None) -> dict[str, str]:
-    """Parse the env file at ``path``; ComposeError if it cannot be read."""
+def _quoted(text: str, pos: int, line: int) -> tuple[str, int, int]:
+    r"""The quoted value opening at ``pos``, the position after it (-1 if unterminated) and the line.
+
+    As compose-go's dotenv parser: a backslash escapes the quote (`\'` is `'`, in single quotes too) and
+    a backslash (`\\` stays as written and escapes nothing after it); before anything else it is kept.
+    """
+    quote = text[pos]
+    chars: list[str] = []
+    escaped = False
+    for i in range(pos + 1, len(text)):
+        char = text[i]
+        if char == "\n":
+            line += 1
+        if char != quote:
+            if not escaped and char == "\\":
+                escaped = True
+                continue
+            if escaped:
+                escaped = False
+                chars.append("\\")
+            chars.append(char)
+            continue
+        if escaped:
+            escaped = False
+            chars.append(char)
+            continue
+        return "".join(chars), i + 1, line
+    return "", -1, line
+
+
+def parse_raw_env(text: str, source: str, lookup: Lookup) -> dict[str, str]:
+    """Variables of a `format: raw` env_file: docker run --env-file's KEY=VALUE lines, taken as written.
+
+    docker compose registers this format with docker/cli's kvfile parser: no quotes, escapes, comments after
+    values or interpolation; leading whitespace is dropped, trailing kept; a bare KEY is looked up.
+    """
+    out: dict[str, str] = {}
+    for number, raw in enumerate(text.removeprefix("\ufeff").split("\n"), start=1):
+        line = raw.removesuffix("\r").lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, equals, value = line.partition("=")
+        where = Location(file=source, line=number)
+        if not key:
+            raise ComposeError(f"no variable name on line '{line}'", where)
+        if " " in key or "\t" in key:
+            raise ComposeError(f"variable '{key}' contains whitespaces", where)
+        if equals:
+            out[key] = value
+            continue
+        found = lookup(key)
+        if found is not None:
+            out[key] = found
+    return out
+
+
+def read_env_file(
+    path: str, lookup: Lookup, *, display: str | None = None, raw: bool = False
+) -> dict[str, str]:
+    """Parse the env file at ``path`` (dotenv syntax, or ``raw``); ComposeError if it cannot be read."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -144,4 +194,5 @@ def read_env_file(path: str, lookup: Lookup, *, display: str | None = None) -> d
         raise ComposeError("env file not found", Location(file=display or path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ComposeError(f"cannot read env file: {exc}", Location(file=display or path)) from None
-    return parse_env(text, display or path, lookup)
+    parse = parse_raw_env if raw else parse_env
+    return parse(text, display or path, lookup)

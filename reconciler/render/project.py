@@ -97,6 +97,9 @@ class Renderer:
         self.opts = opts
         self.working_dir = os.path.abspath(opts.working_dir)
         self.environ = {str(k): str(v) for k, v in opts.environ.items()}
+        # docker compose adds PWD=os.Getwd() when its environment lacks PWD (cmd/compose toProjectOptions):
+        # the working directory, not the project's, and as process environment it beats a PWD in .env
+        self.environ.setdefault("PWD", self.working_dir)
         self.docs: list[Document] = []
         self.env: dict[str, str] = {}
 
@@ -315,10 +318,6 @@ class Renderer:
                         ("services", service_name, key),
                         hint="remove it, or render with docker compose instead",
                     )
-        for service in services.values():
-            # compose copies `scale` into deploy.replicas once both are known to agree
-            if service.get("scale") is not None and isinstance(service.get("deploy"), dict):
-                service["deploy"]["replicas"] = service["scale"]
         active = self.profiles()
         enabled = {
             n: s
@@ -327,6 +326,10 @@ class Renderer:
         }
         disabled = set(services) - set(enabled)
         Checker(self.error).check(merged, enabled, disabled)
+        for service in enabled.values():
+            # compose copies `scale` into deploy.replicas once the checker has seen that both agree
+            if service.get("scale") is not None and isinstance(service.get("deploy"), dict):
+                service["deploy"]["replicas"] = service["scale"]
 
         rendered: dict[str, Any] = {}
         for service_name in sorted(enabled):
@@ -383,8 +386,14 @@ class Renderer:
         for i, entry in enumerate(service.get("env_file") or ()):
             path = entry.get("path") if isinstance(entry, dict) else entry
             where = ("services", name, "env_file", i)
-            if isinstance(entry, dict) and entry.get("format") not in (None, ""):
-                raise self.error("env_file `format` is not supported by reconciler", where)
+            # docker compose knows compose-go's dotenv format (".env", the default) and registers `raw`
+            env_format = entry.get("format") if isinstance(entry, dict) else None
+            if env_format not in (None, "", ".env", "raw"):
+                raise self.error(
+                    f'unsupported env_file format "{env_format}"',
+                    (*where, "format"),
+                    hint="use `format: raw` (KEY=VALUE taken literally) or leave it out (.env syntax)",
+                )
             required = not isinstance(entry, dict) or entry.get("required", True) not in (
                 False,
                 "false",
@@ -411,7 +420,7 @@ class Renderer:
                 return None
 
             try:
-                from_files.update(read_env_file(path, lookup))
+                from_files.update(read_env_file(path, lookup, raw=env_format == "raw"))
             except ComposeError as exc:
                 raise ComposeError(
                     exc.detail, Location(file=path, line=exc.location.line, service=name, key="env_file")

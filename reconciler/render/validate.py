@@ -671,6 +671,9 @@ def validate_merged(model: dict[str, Any]) -> None:
     if not isinstance(services, dict):
         return
     for name, service in services.items():
+        if service is None:
+            # `app:` left empty is fine in an override, but compose's schema wants a mapping once merged
+            raise SchemaError(("services", name), f"services.{name} must be a mapping")
         if not isinstance(service, dict):
             continue
         for key in _UNIQUE_LISTS:

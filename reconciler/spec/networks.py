@@ -1,0 +1,97 @@
+"""Networks and volumes: a service's ``networks``/``network_mode``, and the top-level ``networks`` and
+``volumes`` as the NetworkSpec/VolumeSpec we create. Called by ``service`` and ``project``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from reconciler.errors import Location, UnsupportedError
+from reconciler.spec.context import _Context, _put, _str_list, _unsupported
+from reconciler.spec.model import NetworkSpec, VolumeSpec
+
+_NETWORK_KEYS = frozenset(
+    {"name", "driver", "driver_opts", "external", "internal", "attachable", "enable_ipv6", "ipam", "labels"}
+)
+_VOLUME_KEYS = frozenset({"name", "driver", "driver_opts", "external", "labels"})
+# fmt: off
+_IPAM_POOL_KEYS = (("subnet", "Subnet"), ("gateway", "Gateway"), ("ip_range", "IPRange"),
+                   ("aux_addresses", "AuxiliaryAddresses"))
+# fmt: on
+
+
+def _networks(ctx: _Context, service: str, svc: Mapping[str, Any], c: dict[str, Any]) -> None:
+    mode = svc.get("network_mode")
+    if mode:
+        if mode not in ("host", "none", "bridge"):
+            raise _unsupported(service, "network_mode", f"network_mode {mode!r} is not supported")
+        c["network_mode"] = mode
+        return
+    nets: dict[str, Any] = {}
+    order: list[tuple[int, str]] = []
+    for key, opts in (svc.get("networks") or {"default": None}).items():
+        opts = opts or {}
+        extra = set(opts) - {"aliases", "ipv4_address", "ipv6_address", "priority"}
+        if extra:
+            raise _unsupported(service, "networks", f"network option(s) {sorted(extra)} are not supported")
+        if key not in ctx.networks:
+            raise _unsupported(service, "networks", f"network {key!r} is not declared at the top level")
+        name = ctx.networks[key]
+        ep: dict[str, Any] = {}
+        _put(ep, "aliases", sorted(set(_str_list(opts.get("aliases")))))
+        for k in ("ipv4_address", "ipv6_address"):
+            if opts.get(k):
+                ep[k] = str(opts[k])
+        nets[name] = ep
+        if opts.get("priority"):
+            ep["priority"] = int(opts["priority"])
+        # Compose connects by priority (highest first), then by name; the first becomes NetworkMode.
+        order.append((-int(opts.get("priority") or 0), name))
+    c["networks"] = {name: nets[name] for _, name in sorted(order)}
+
+
+def _network(project: str, key: str, raw: Mapping[str, Any]) -> NetworkSpec:
+    extra = {k for k, v in raw.items() if k not in _NETWORK_KEYS and v}
+    if extra:
+        raise UnsupportedError(
+            f"network option(s) {sorted(extra)} are not supported", Location(key=f"networks.{key}")
+        )
+    ipam = raw.get("ipam") or {}
+    engine_ipam = None
+    if ipam.get("driver") or ipam.get("config") or ipam.get("options"):
+        pools = [
+            {k2: v for k1, k2 in _IPAM_POOL_KEYS if (v := pool.get(k1))} for pool in ipam.get("config") or ()
+        ]
+        engine_ipam = {
+            "Driver": ipam.get("driver") or "default",
+            "Config": pools,
+            "Options": ipam.get("options") or {},
+        }
+    return NetworkSpec(
+        key=key,
+        name=str(raw.get("name") or f"{project}_{key}"),
+        external=bool(raw.get("external")),
+        driver=raw.get("driver"),
+        options={k: str(v) for k, v in (raw.get("driver_opts") or {}).items()},
+        internal=bool(raw.get("internal")),
+        attachable=bool(raw.get("attachable")),
+        enable_ipv6=bool(raw.get("enable_ipv6")),
+        ipam=engine_ipam,
+        labels={k: str(v) for k, v in (raw.get("labels") or {}).items()},
+    )
+
+
+def _volume(project: str, key: str, raw: Mapping[str, Any]) -> VolumeSpec:
+    extra = {k for k, v in raw.items() if k not in _VOLUME_KEYS and v}
+    if extra:
+        raise UnsupportedError(
+            f"volume option(s) {sorted(extra)} are not supported", Location(key=f"volumes.{key}")
+        )
+    return VolumeSpec(
+        key=key,
+        name=str(raw.get("name") or f"{project}_{key}"),
+        external=bool(raw.get("external")),
+        driver=raw.get("driver"),
+        driver_opts={k: str(v) for k, v in (raw.get("driver_opts") or {}).items()},
+        labels={k: str(v) for k, v in (raw.get("labels") or {}).items()},
+    )
