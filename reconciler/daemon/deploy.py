@@ -11,7 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -162,8 +162,7 @@ class Deployer:
             commit=commit,
             tree=tree.name,
         )
-        digests = self._digests(target, commit, resolved)
-        return Resolved(**{**resolved.__dict__, "bind_digests": digests})
+        return replace(resolved, bind_digests=self._digests(target, commit, resolved))
 
     def _digests(self, target: Target, commit: str, resolved: Resolved) -> dict[str, str]:
         """Git object ids of every bind, secret and config source inside the checkout (by path as
@@ -198,6 +197,9 @@ class Deployer:
             project_name=target.project,
             environ={k: target.expand(v) for k, v in env.env.items()},
             inline=inline,
+            # As if `docker compose` ran in the checkout: ${PWD} is the project's directory (rebased to
+            # the stable checkout path with every other path), not wherever the daemon was started.
+            working_dir=str(path),
         )
 
     @staticmethod

@@ -311,3 +311,23 @@ def test_a_second_daemon_on_the_same_state_refuses_to_start(tmp_path: Path, repo
     third = Daemon(cfg, port, tmp_path / "third.log")
     third.start()
     assert third.stop() == 0
+
+
+def test_pwd_is_the_checkout_as_for_docker_compose_run_in_it(
+    tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
+) -> None:
+    """`${PWD}/site` names the same stable checkout path as `./site`: the switch recreates nothing."""
+    daemon, project = _synced(tmp_path, repo, cleanup)
+    before = ids(docker_client, project)
+
+    def use_pwd(doc: dict[str, Any]) -> None:
+        doc["services"]["web"]["volumes"] = ["${PWD}/site:/www:ro"]
+
+    new = repo.edit_yaml("master", "docker-compose.yml", use_pwd)
+    sync_all(daemon)
+    assert daemon.state.last_applied(project) == new
+    assert ids(docker_client, project) == before
+    web = containers(docker_client, project)["web"]
+    stable = Path(daemon.config.state_dir) / "checkouts" / project
+    assert [m["Source"] for m in web.attrs["Mounts"] if m["Destination"] == "/www"] == [f"{stable}/site"]
+    daemon.queue.shutdown()
