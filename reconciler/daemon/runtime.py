@@ -13,6 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from reconciler import labels as L
 from reconciler import logs
 from reconciler.errors import DockerError
 
@@ -94,10 +95,14 @@ class Runtime:
         since: float | None = None
         while not self.stop_event.is_set():
             try:
+                mine = f"{self.daemon.instance}/"
                 for event in self.daemon.converger.events(self.stop_event, since=since):
                     backoff = 1.0
                     since = _event_time(event, since)
-                    self._drift_now()
+                    # Another reconciler instance's containers (another state_dir) are not ours to check.
+                    owner = ((event.get("Actor") or {}).get("Attributes") or {}).get(L.OWNER, mine)
+                    if str(owner).startswith(mine):
+                        self._drift_now()
             except DockerError as err:
                 logs.get().warning("docker.events_dropped", error=str(err))
                 self.daemon.docker_lost(str(err))
