@@ -187,6 +187,10 @@ class Converger:
         never costs the running container; a start-first service switches once the replacement is ready.
         """
         spec = _spec(project)  # refuses unsupported keys and bad names before any Docker call
+        log = logs.get(project=spec.name)
+        for svc in spec.services:
+            if svc.ignored:  # Swarm-only keys Compose drops outside Swarm too: said once per up
+                log.info("up.keys_ignored", service=svc.name, keys=list(svc.ignored))
         # Refuse before any change: an empty project, or objects that another deployment owns.
         summaries = self._engine.list_containers(spec.name)
         if not spec.services and not allow_empty:
@@ -341,7 +345,9 @@ class Converger:
                     owner = {L.PROJECT: spec.name, L.MANAGED: "true"}  # so `down --images` finds it
                     current = self._engine.build_image(svc.image, svc.build, owner)
                 elif policy is PullPolicy.ALWAYS or (current is None and policy is PullPolicy.MISSING):
-                    current = self._engine.pull_image(svc.image)
+                    # Only with a platform: an engine without the argument still takes the plain pull.
+                    pf = {"platform": svc.platform} if svc.platform else {}
+                    current = self._engine.pull_image(svc.image, **pf)
                 elif current is None:
                     raise DeployError(
                         f"image {svc.image!r} is not on this host and pull_policy is {policy}",
@@ -441,7 +447,8 @@ class Converger:
         )
         name = name or req.name
         try:
-            cid = self._engine.create_container(name, req.body)
+            pf = {"platform": req.platform} if req.platform else {}
+            cid = self._engine.create_container(name, req.body, **pf)
         except (EngineError, EngineUnavailable) as exc:
             # Docker validates a create and answers 4xx for a bad config (unknown log driver...): that is
             # permanent. A 5xx or 429 here is the engine's trouble, not the config's: transient, retried.

@@ -54,7 +54,7 @@ class Engine(Protocol):
         self, since: float, until: float, filters: Mapping[str, list[str]]
     ) -> Iterator[dict[str, Any]]: ...
     def inspect_container(self, ref: str) -> dict[str, Any] | None: ...
-    def create_container(self, name: str, body: Mapping[str, Any]) -> str: ...
+    def create_container(self, name: str, body: Mapping[str, Any], *, platform: str | None = None) -> str: ...
     def connect_network(self, network: str, container: str, endpoint: Mapping[str, Any]) -> None: ...
     def disconnect_network(self, network: str, container: str) -> None: ...
     def rename_container(self, ref: str, new_name: str) -> None: ...
@@ -65,7 +65,7 @@ class Engine(Protocol):
     def remove_container(self, ref: str, *, volumes: bool = False, force: bool = False) -> None: ...
     def container_logs(self, ref: str, tail: int = 20) -> str: ...
     def image_id(self, ref: str) -> str | None: ...
-    def pull_image(self, ref: str) -> str: ...
+    def pull_image(self, ref: str, *, platform: str | None = None) -> str: ...
     def build_image(self, tag: str, build: BuildSpec, labels: Mapping[str, str]) -> str: ...
     def list_images(self, labels: Mapping[str, str | None]) -> list[str]: ...
     def remove_image(self, ref: str) -> None: ...
@@ -310,9 +310,13 @@ class DockerEngine:
         out: dict[str, Any] | None = self._maybe(f"inspect container {ref}", self._api.inspect_container, ref)
         return out
 
-    def create_container(self, name: str, body: Mapping[str, Any]) -> str:
+    def create_container(self, name: str, body: Mapping[str, Any], *, platform: str | None = None) -> str:
         out = self._do(
-            f"create container {name}", self._api.create_container_from_config, dict(body), name=name
+            f"create container {name}",
+            self._api.create_container_from_config,
+            dict(body),
+            name=name,
+            platform=platform,
         )
         return str(out["Id"])
 
@@ -367,7 +371,7 @@ class DockerEngine:
         image = self._maybe(f"inspect image {ref}", self._api.inspect_image, ref)
         return str(image["Id"]) if image else None
 
-    def pull_image(self, ref: str) -> str:
+    def pull_image(self, ref: str, *, platform: str | None = None) -> str:
         """Pull ``ref``. A throttled, failing or unreachable registry is EngineUnavailable (transient) with
         reason registry_throttled, registry_5xx, dns, timeout or connection; no such tag or no access is
         an EngineError. Registries fail at the start (an API error) or mid-stream (an ``error`` chunk)."""
@@ -375,7 +379,7 @@ class DockerEngine:
         finished = False
         with self._call(what):
             try:
-                for chunk in self._api.pull(ref, stream=True, decode=True):
+                for chunk in self._api.pull(ref, stream=True, decode=True, platform=platform):
                     if chunk.get("error"):
                         message = str(chunk["error"]).strip()
                         raise _pull_failure(what, message) or EngineError(f"{what}: {message}")

@@ -71,6 +71,9 @@ class ServiceSpec:
     # stops the old one once the new one is ready (only without a fixed host port or container_name).
     update_order: str = "stop-first"
     legacy_hash: str = ""  # the hash release 0 stamped (no io.reconciler.hash-version label)
+    platform: str | None = None  # `platform`: passed to the image pull and the container create
+    # Keys Compose accepts and drops outside Swarm (deploy.labels, deploy.placement...): converge logs them.
+    ignored: tuple[str, ...] = ()
 
     def hash_matches(self, labels: Mapping[str, str]) -> bool:
         """Whether a container's config-hash label says it was made from this spec, by whichever hash

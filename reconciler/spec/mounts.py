@@ -33,6 +33,13 @@ def _mount(ctx: _Context, service: str, v: Any) -> dict[str, Any]:
             if source not in ctx.volumes:
                 raise _unsupported(service, "volumes", f"volume {source!r} is not declared at the top level")
             m["source"] = ctx.volumes[source]
+        selinux = (v.get("bind") or {}).get("selinux")
+        if selinux:
+            # `:z`/`:Z` on a named volume: Compose passes it in the legacy Binds string (`vol:/d:rw,z`),
+            # which has no nocopy and needs a name.
+            if not source or (v.get("volume") or {}).get("nocopy"):
+                raise _unsupported(service, "volumes", "selinux (:z/:Z) needs a named volume without nocopy")
+            m["selinux"] = str(selinux)
         opts = v.get("volume") or {}
         if set(opts) - {"nocopy"}:
             raise _unsupported(service, "volumes", f"volume option(s) {sorted(set(opts) - {'nocopy'})}")

@@ -33,6 +33,7 @@ class ContainerRequest:
     name: str
     body: Mapping[str, Any]
     connect: tuple[tuple[str, Mapping[str, Any]], ...]
+    platform: str | None = None  # the create's `platform` query parameter, not part of the body
 
 
 def container_request(
@@ -107,6 +108,22 @@ def container_request(
     }
     if c.get("init"):
         host["Init"] = True
+    if "cgroup" in c:
+        host["CgroupnsMode"] = c["cgroup"]
+    if "volumes_from" in c:
+        host["VolumesFrom"] = [_volumes_from(project, v) for v in c["volumes_from"]]
+    if "device_requests" in c:
+        # As Compose's setReservations: one request per device entry, its capabilities as one AND-set.
+        host["DeviceRequests"] = [
+            {
+                "Driver": d.get("driver", ""),
+                "Count": d["count"],
+                "DeviceIDs": d.get("device_ids"),
+                "Capabilities": [d["capabilities"]],
+                "Options": d.get("options"),
+            }
+            for d in c["device_requests"]
+        ]
     for key, api in _HOST_SCALARS:
         if key in c:
             host[api] = c[key]
@@ -139,6 +156,8 @@ def container_request(
     else:
         for i, (net, ep) in enumerate(c["networks"].items()):
             endpoint: dict[str, Any] = {"Aliases": [service.name, name, *ep.get("aliases", ())]}
+            if "links" in c:
+                endpoint["Links"] = _links(project, c["links"], number)
             if ep.get("ipv4_address") or ep.get("ipv6_address"):
                 endpoint["IPAMConfig"] = {
                     "IPv4Address": ep.get("ipv4_address", ""),
@@ -149,7 +168,38 @@ def container_request(
                 body["NetworkingConfig"] = {"EndpointsConfig": {net: endpoint}}
             else:
                 connect.append((net, endpoint))
-    return ContainerRequest(name=name, body=body, connect=tuple(connect))
+    return ContainerRequest(name=name, body=body, connect=tuple(connect), platform=c.get("platform"))
+
+
+def _volumes_from(project: ProjectSpec, value: str) -> str:
+    """A service's volumes come from its replica 1 (Compose passes that container's ID; we pass its name,
+    which Docker resolves at create). The ro/rw mode is kept: Compose drops it, Docker honours it."""
+    kind, _, rest = value.partition(":")
+    ref, _, mode = rest.partition(":")
+    if kind == "service":
+        source = project.service(ref)
+        ref = source.container(project.name, 1) if source else f"{project.name}-{ref}-1"
+    return f"{ref}:{mode}" if mode else ref
+
+
+def _links(project: ProjectSpec, links: list[str], number: int) -> list[str]:
+    """Compose's getLinks: for every container of the linked service, the alias, then ``{service}-{n}``
+    and ``{project}-{service}-{n}``, where n is the *linking* replica's number. (Compose lists them in
+    Docker's list order, which varies; their order has no effect.)"""
+    out: list[str] = []
+    for link in links:
+        target, _, alias = link.partition(":")
+        linked = project.service(target)
+        if linked is None:
+            continue
+        for n in range(1, linked.replicas + 1):
+            other = linked.container(project.name, n)
+            out += [
+                f"{other}:{alias}",
+                f"{other}:{target}-{number}",
+                f"{other}:{project.name}-{target}-{number}",
+            ]
+    return out
 
 
 def _restart_policy(restart: str) -> dict[str, Any]:
@@ -164,6 +214,9 @@ def _mounts(c: Mapping[str, Any], keep: Mapping[str, str]) -> tuple[list[str], l
     mounts: list[dict[str, Any]] = []
     for v in c.get("volumes", ()):
         target = v["target"]
+        if v["type"] == "volume" and v.get("selinux"):  # only the Binds string carries :z/:Z
+            binds.append(f"{v['source']}:{target}:{'ro' if v.get('read_only') else 'rw'},{v['selinux']}")
+            continue
         if v["type"] == "bind" and v.get("create_host_path"):
             opts = ["ro" if v.get("read_only") else "rw"]
             opts += [o for o in (v.get("propagation"), v.get("selinux")) if o]

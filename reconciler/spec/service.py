@@ -24,7 +24,8 @@ CONTAINER_KEYS = frozenset(
         "ulimits", "logging", "stop_grace_period", "stop_signal", "shm_size", "sysctls", "dns", "dns_search",
         "dns_opt", "mem_limit", "mem_reservation", "memswap_limit", "cpus", "cpu_shares", "cpuset",
         "pids_limit", "oom_score_adj", "security_opt", "group_add", "devices", "pid", "ipc", "mac_address",
-        "secrets", "configs", "container_name", "depends_on", "deploy",
+        "secrets", "configs", "container_name", "depends_on", "deploy", "cgroup", "platform",
+        "links", "volumes_from",
     }
 )  # fmt: skip
 # Keys that steer the converge but are not part of the container (not hashed: rebuilding or scaling
@@ -69,16 +70,25 @@ def _service(ctx: _Context, name: str, svc: Mapping[str, Any]) -> ServiceSpec:
     mounts = [_file_mount(ctx, name, "configs", s) for s in svc.get("configs") or ()]
     _put(c, "configs", sorted(mounts, key=_by_target))
     _networks(ctx, name, svc, c)
+    _put(c, "links", [_link(name, link, c) for link in _str_list(svc.get("links"))])
+    _put(c, "volumes_from", [_volumes_from(name, v) for v in _str_list(svc.get("volumes_from"))])
     _put(c, "healthcheck", _healthcheck(name, svc.get("healthcheck")))
     restart = str(svc.get("restart") or "no")
     if not _RESTART_RE.match(restart):
         raise _unsupported(name, "restart", f"restart policy {restart!r} is not valid")
+    restart = _restart_policy(name, (svc.get("deploy") or {}).get("restart_policy")) or restart
     if restart != "no":
         c["restart"] = restart
     _put(c, "labels", {k: str(v) for k, v in sorted((svc.get("labels") or {}).items())})
     for key in ("user", "working_dir", "hostname", "domainname", "stop_signal", "mac_address", "cpuset"):
         if svc.get(key):
             c[key] = str(svc[key])
+    if svc.get("cgroup"):
+        if svc["cgroup"] not in ("host", "private"):
+            raise _unsupported(name, "cgroup", f"cgroup {svc['cgroup']!r} is not valid (host, private)")
+        c["cgroup"] = str(svc["cgroup"])
+    if svc.get("platform"):
+        c["platform"] = str(svc["platform"])
     for key in ("pid", "ipc"):
         if svc.get(key):
             if str(svc[key]).startswith(("service:", "container:")):
@@ -113,7 +123,8 @@ def _service(ctx: _Context, name: str, svc: Mapping[str, Any]) -> ServiceSpec:
         if svc.get(key) is not None:
             c[key] = int(svc[key])
     _put(c, "devices", sorted((_device(name, d) for d in svc.get("devices") or ()), key=canonical_json))
-    replicas = _deploy(name, svc, c)
+    ignored: list[str] = ["develop"] if svc.get("develop") else []
+    replicas = _deploy(name, svc, c, ignored)
     if svc.get("container_name"):
         if replicas > 1:
             raise _unsupported(
@@ -138,6 +149,8 @@ def _service(ctx: _Context, name: str, svc: Mapping[str, Any]) -> ServiceSpec:
         has_healthcheck="healthcheck" in c and c["healthcheck"].get("test") != ["NONE"],
         restart=restart,
         update_order=_update_order(name, svc),
+        platform=c.get("platform"),
+        ignored=tuple(ignored),
     )
 
 
@@ -157,6 +170,25 @@ def _port(service: str, p: Any) -> dict[str, Any]:
 def _expose(value: Any) -> str:
     text = str(value)
     return text if "/" in text else f"{text}/tcp"
+
+
+def _link(service: str, link: str, c: Mapping[str, Any]) -> str:
+    """``service[:alias]``, as written. Compose puts the links on every network's endpoint; we create
+    with one network and connect the others without links, so a linking service has one network."""
+    if "network_mode" in c or len(c.get("networks") or {}) != 1:
+        raise _unsupported(service, "links", "links need exactly one network (and no network_mode)")
+    target, _, alias = link.partition(":")
+    return f"{target}:{alias or target}"
+
+
+def _volumes_from(service: str, value: str) -> str:
+    """``service:NAME[:ro|rw]`` or ``container:NAME[:ro|rw]``, with the service form made explicit."""
+    parts = value.split(":")
+    kind = "container" if parts[0] == "container" else "service"
+    rest = parts[1:] if kind == "container" else parts
+    if not rest or len(rest) > 2 or (len(rest) == 2 and rest[1] not in ("ro", "rw")):
+        raise _unsupported(service, "volumes_from", f"volumes_from {value!r} is not valid")
+    return ":".join([kind, *rest])
 
 
 def _healthcheck(service: str, hc: Any) -> dict[str, Any] | None:
@@ -200,15 +232,28 @@ def _device(service: str, d: Any) -> dict[str, str]:
     }
 
 
-def _deploy(service: str, svc: Mapping[str, Any], c: dict[str, Any]) -> int:
-    """Fold deploy.resources.limits into mem_limit/cpus/pids_limit; return the replica count."""
+def _deploy(service: str, svc: Mapping[str, Any], c: dict[str, Any], ignored: list[str]) -> int:
+    """Fold deploy.resources into mem_limit/cpus/pids_limit/mem_reservation/device_requests, note the
+    Swarm-only keys Compose ignores outside Swarm in ``ignored``; return the replica count."""
     deploy = svc.get("deploy") or {}
     for key, value in deploy.items():
-        if key not in ("replicas", "resources", "update_config") and value:
+        if key == "mode" and value not in (None, "", "replicated"):
+            raise _unsupported(
+                service, "deploy.mode", f"deploy.mode {value!r} is not supported outside swarm"
+            )
+        if key in ("labels", "placement", "rollback_config") and value:
+            ignored.append(f"deploy.{key}")  # Swarm's service labels and scheduling: Compose drops them
+        elif key not in ("replicas", "resources", "update_config", "restart_policy", "mode") and value:
             raise _unsupported(service, f"deploy.{key}", f"deploy.{key} is not supported outside swarm")
+    # Swarm's rolling-update and restart pacing: Docker has no such settings for a plain container.
+    ignored += [
+        f"deploy.update_config.{k}" for k in sorted(deploy.get("update_config") or {}) if k != "order"
+    ]
+    policy = deploy.get("restart_policy") or {}
+    ignored += [f"deploy.restart_policy.{k}" for k in ("delay", "window") if policy.get(k)]
     resources = deploy.get("resources") or {}
     for key, value in resources.items():
-        if key != "limits" and value:
+        if key not in ("limits", "reservations") and value:
             raise _unsupported(service, f"deploy.resources.{key}", f"deploy.resources.{key} is not supported")
     limits = resources.get("limits") or {}
     extra = set(limits) - {"cpus", "memory", "pids"}
@@ -222,9 +267,71 @@ def _deploy(service: str, svc: Mapping[str, Any], c: dict[str, Any]) -> int:
         c["cpus"] = round(float(cpus) * 1e9)  # NanoCpus, so 0.5 and "0.50" hash the same
     if limits.get("pids") is not None and "pids_limit" not in c:
         c["pids_limit"] = int(limits["pids"])
+    _reservations(service, resources.get("reservations") or {}, c, ignored)
     scale = svc.get("scale")
     replicas = scale if scale is not None else deploy.get("replicas")
     return 1 if replicas is None else int(replicas)
+
+
+def _reservations(service: str, res: Mapping[str, Any], c: dict[str, Any], ignored: list[str]) -> None:
+    """As Compose's setReservations: memory wins over mem_reservation, devices become DeviceRequests and
+    a cpu reservation only steers Swarm's scheduler (Compose drops it)."""
+    key = "deploy.resources.reservations"
+    extra = {k for k, v in res.items() if v and k not in ("memory", "cpus", "devices")}
+    if extra:
+        raise _unsupported(service, key, f"reservation(s) {sorted(extra)} are not supported")
+    if res.get("cpus"):
+        ignored.append(f"{key}.cpus")
+    if res.get("memory"):
+        c["mem_reservation"] = _bytes(service, f"{key}.memory", res["memory"])
+    requests = []
+    for d in res.get("devices") or ():
+        if set(d) - {"capabilities", "count", "device_ids", "driver", "options"}:
+            raise _unsupported(service, f"{key}.devices", f"device option(s) {sorted(d)} are not supported")
+        count = d.get("count")
+        if count is None and not d.get("device_ids"):
+            count = -1  # compose-go's default: neither count nor device_ids means every device
+        request: dict[str, Any] = {
+            "capabilities": [str(x) for x in d.get("capabilities") or ()],
+            "count": -1 if count == "all" else int(count or 0),
+        }
+        if d.get("device_ids"):
+            request["device_ids"] = [str(x) for x in d["device_ids"]]
+        if d.get("driver"):
+            request["driver"] = str(d["driver"])
+        if d.get("options"):
+            request["options"] = {str(k): str(v) for k, v in sorted(d["options"].items())}
+        requests.append(request)
+    _put(c, "device_requests", requests)  # in order: it is the order the runtime hands devices out
+
+
+def _restart_policy(service: str, policy: Any) -> str | None:
+    """deploy.restart_policy as the restart policy Compose gives the container (it wins over
+    ``restart``): none -> no, on-failure -> on-failure[:max_attempts], any -> always."""
+    if not policy:
+        return None
+    extra = set(policy) - {"condition", "max_attempts", "delay", "window"}
+    if extra:
+        raise _unsupported(service, "deploy.restart_policy", f"option(s) {sorted(extra)} are not supported")
+    # Compose's mapRestartPolicyCondition, which also takes the `restart:` spellings.
+    names = {
+        "none": "no",
+        "any": "always",
+        **{n: n for n in ("no", "on-failure", "always", "unless-stopped")},
+    }
+    condition = policy.get("condition")
+    if condition not in names:
+        raise _unsupported(
+            service,
+            "deploy.restart_policy",
+            f"condition {condition!r} is not supported (none, on-failure, any)",
+        )
+    restart = names[condition]
+    if policy.get("max_attempts"):
+        if restart != "on-failure":  # Docker refuses a retry count with any other policy
+            raise _unsupported(service, "deploy.restart_policy", "max_attempts needs condition on-failure")
+        restart += f":{int(policy['max_attempts'])}"
+    return restart
 
 
 def _update_order(service: str, svc: Mapping[str, Any]) -> str:

@@ -119,7 +119,9 @@ def test_cli_plan_exit_codes_and_json(stack: Stack) -> None:
 
 def test_cli_unsupported_key_fails_without_docker(stack: Stack) -> None:
     """An unsupported key makes plan exit 1 with a located message, even with no Docker Engine reachable."""
-    stack.write(f"services:\n  app:\n    image: {BUSYBOX}\n    links: [db]\n  db:\n    image: {BUSYBOX}\n")
+    stack.write(
+        f"services:\n  app:\n    image: {BUSYBOX}\n    external_links: [d]\n  d:\n    image: {BUSYBOX}\n"
+    )
     env = {**os.environ, "DOCKER_HOST": "unix:///nonexistent/docker.sock"}
     out = subprocess.run(
         [sys.executable, "-m", "reconciler", "plan", "-p", stack.name],
@@ -129,4 +131,4 @@ def test_cli_unsupported_key_fails_without_docker(stack: Stack) -> None:
         env=env,
     )
     assert out.returncode == 1
-    assert "service 'app', key 'links'" in out.stderr and "Traceback" not in out.stderr
+    assert "service 'app', key 'external_links'" in out.stderr and "Traceback" not in out.stderr

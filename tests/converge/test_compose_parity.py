@@ -90,7 +90,7 @@ def comparable(name: str, project: str) -> dict[str, Any]:
         k: v for k, v in info["Config"]["Labels"].items() if not k.startswith(("com.docker", "io."))
     }
     exposed = set()
-    for port in info["Config"]["ExposedPorts"]:
+    for port in info["Config"].get("ExposedPorts") or {}:
         number, _, proto = port.partition("/")
         first, _, last = number.partition("-")
         exposed |= {f"{n}/{proto or 'tcp'}" for n in range(int(first), int(last or first) + 1)}

@@ -144,13 +144,13 @@ def test_cancel_stops_waiting_for_health(stack: Stack) -> None:
 def test_unsupported_key_is_refused_before_any_docker_call(stack: Stack) -> None:
     """A key the engine cannot converge fails plan and up with the key and service named."""
     stack.write(
-        f"services:\n  app:\n    image: {BUSYBOX}\n    links: [other]\n  other:\n    image: {BUSYBOX}\n"
+        f"services:\n  app:\n    image: {BUSYBOX}\n    external_links: [o]\n  o:\n    image: {BUSYBOX}\n"
     )
     converger = Converger(NoDocker())
     for call in (converger.plan, converger.up):
         with pytest.raises(UnsupportedError) as err:
             call(stack.render())
-        assert "'links'" in str(err.value) and "'app'" in str(err.value)
+        assert "'external_links'" in str(err.value) and "'app'" in str(err.value)
 
 
 def test_invalid_project_name_is_refused_before_any_docker_call() -> None:

@@ -237,10 +237,16 @@ def test_build_only_service_gets_compose_image_name() -> None:
 @pytest.mark.parametrize(
     ("service", "key"),
     [
-        ({"links": ["db"]}, "links"),
-        ({"platform": "linux/arm64"}, "platform"),
-        ({"deploy": {"placement": {"constraints": ["node.role==manager"]}}}, "deploy.placement"),
-        ({"deploy": {"resources": {"reservations": {"memory": "10"}}}}, "deploy.resources.reservations"),
+        ({"external_links": ["db"]}, "external_links"),
+        ({"links": ["db"], "networks": {"default": None, "back": None}}, "links"),
+        ({"volumes_from": ["db:rx"]}, "volumes_from"),
+        ({"deploy": {"mode": "global"}}, "deploy.mode"),
+        ({"deploy": {"restart_policy": {"condition": "any", "max_attempts": 3}}}, "deploy.restart_policy"),
+        ({"cgroup": "shared"}, "cgroup"),
+        (
+            {"deploy": {"resources": {"reservations": {"generic_resources": [{}]}}}},
+            "deploy.resources.reservations",
+        ),
         ({"network_mode": "service:db"}, "network_mode"),
         ({"pull_policy": "daily"}, "pull_policy"),
         ({"build": {"context": ".", "ssh": ["default"]}}, "build.ssh"),
