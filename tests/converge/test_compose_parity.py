@@ -119,18 +119,25 @@ def comparable(name: str, project: str) -> dict[str, Any]:
     return {"config": cfg, "host": host, "mounts": mounts, "aliases": aliases}
 
 
-def test_we_create_what_compose_creates(stack: Stack) -> None:
-    """Config, host config, mounts and network aliases match Compose v2's container for the same file."""
-    stack.write(KITCHEN_SINK, **FILES)
+def up_beside_compose(stack: Stack, service: str = "web") -> dict[str, Any]:
+    """`up` the stack's compose.yaml with us and, as another project, with Compose v2; assert that replica
+    1 of ``service`` is the same container field by field, and return ours (comparable form)."""
     stack.up(timeout=30)
     theirs = f"{stack.name}-compose"
     try:
         done = compose(theirs, "-f", str(stack.dir / "compose.yaml"), "up", "-d", cwd=stack.dir)
         assert done.returncode == 0, done.stderr
-        ours = comparable(f"{stack.name}-web-1", stack.name)
-        reference = comparable(f"{theirs}-web-1", theirs)
+        ours = comparable(f"{stack.name}-{service}-1", stack.name)
+        reference = comparable(f"{theirs}-{service}-1", theirs)
     finally:
         compose(theirs, "down", "-v", "-t", "1")
     for section in ours:
         assert ours[section] == reference[section], section
+    return ours
+
+
+def test_we_create_what_compose_creates(stack: Stack) -> None:
+    """Config, host config, mounts and network aliases match Compose v2's container for the same file."""
+    stack.write(KITCHEN_SINK, **FILES)
+    up_beside_compose(stack)
     assert stack.plan().is_noop

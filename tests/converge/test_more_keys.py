@@ -16,7 +16,7 @@ from reconciler.errors import DeployError
 from reconciler.spec import container_request, project_spec
 from tests.converge.conftest import BUSYBOX, Stack, docker, inspect
 from tests.converge.helpers import compose
-from tests.converge.test_compose_parity import comparable
+from tests.converge.test_compose_parity import comparable, up_beside_compose
 
 pytestmark = pytest.mark.docker
 
@@ -58,17 +58,7 @@ def test_deploy_keys_match_compose(stack: Stack, capfd: pytest.CaptureFixture[st
     """restart_policy, reservations, cgroup and platform reach the engine as Compose's do; Swarm-only keys
     are ignored with one notice."""
     stack.write(DEPLOY)
-    stack.up(timeout=30)
-    theirs = f"{stack.name}-compose"
-    try:
-        done = compose(theirs, "-f", str(stack.dir / "compose.yaml"), "up", "-d", cwd=stack.dir)
-        assert done.returncode == 0, done.stderr
-        ours = comparable(f"{stack.name}-web-1", stack.name)
-        reference = comparable(f"{theirs}-web-1", theirs)
-    finally:
-        compose(theirs, "down", "-v", "-t", "1")
-    for section in ours:
-        assert ours[section] == reference[section], section
+    ours = up_beside_compose(stack)
     host = ours["host"]
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 4}
     assert (host["CgroupnsMode"], host["MemoryReservation"], host["NanoCpus"]) == ("private", 64 << 20, 0)
