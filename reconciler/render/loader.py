@@ -330,10 +330,18 @@ def _nodes(text: str, source: str) -> Iterator[yaml.Node]:
         loader.dispose()
 
 
-def load_file(path: str, *, display: str | None = None) -> list[Document]:
-    """Every non-empty document of a compose file, in order. Raises ComposeError (with a line)."""
+def load_file(path: str, *, display: str | None = None, allow_empty: bool = False) -> list[Document]:
+    """Every non-empty document of a compose file, in order. Raises ComposeError (with a line).
+
+    ``allow_empty``: a file without documents gives none (compose accepts an empty included file).
+    """
     source = display or path
-    return list(_parse(_read(path), source))
+    docs = list(_parse(_read(path), source))
+    if not docs and not allow_empty:
+        raise ComposeError(
+            "empty compose file", _loc(source), hint="a compose file needs at least `services:`"
+        )
+    return docs
 
 
 def clear_cache() -> None:
@@ -354,8 +362,4 @@ def _parse(text: str, source: str) -> tuple[Document, ...]:
             raise builder.error("top-level object must be a mapping", node)
         data = builder.mapping(node, ())
         docs.append(Document(source, data, node, tuple(builder.resets), tuple(builder.overrides)))
-    if not docs:
-        raise ComposeError(
-            "empty compose file", _loc(source), hint="a compose file needs at least `services:`"
-        )
     return tuple(docs)

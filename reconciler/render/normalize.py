@@ -327,6 +327,13 @@ def _resolve(value: Any, env: Mapping[str, str], keep_empty: bool) -> Any:
     return value
 
 
+def resolve_list_environment(value: list[Any], env: Mapping[str, str]) -> list[Any]:
+    """compose-go ResolveEnvironment: `- KEY` items of a list take their value from ``env``."""
+    resolved = _resolve(value, env, True)
+    assert isinstance(resolved, list)
+    return resolved
+
+
 def _is_true(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() in ("1", "t", "true"))
 

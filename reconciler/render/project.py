@@ -11,7 +11,7 @@ import datetime
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import ComposeError, Location
@@ -21,10 +21,17 @@ from reconciler.render.checks import Checker
 from reconciler.render.envfile import read_env_file
 from reconciler.render.extends import Extender
 from reconciler.render.gofmt import float64_number, go_time
+from reconciler.render.include import Includer, Scope
 from reconciler.render.interpolate import InterpolationError, TemplateError, interpolate, substitute
 from reconciler.render.loader import Document, load_file
 from reconciler.render.merge import MergeError, apply_resets, enforce_unicity, merge_mappings
-from reconciler.render.normalize import NormalizeError, canonical, normalize, resolve_paths
+from reconciler.render.normalize import (
+    NormalizeError,
+    canonical,
+    normalize,
+    resolve_list_environment,
+    resolve_paths,
+)
 from reconciler.render.validate import SchemaError, dotted, validate_document, validate_merged
 
 if TYPE_CHECKING:
@@ -102,18 +109,29 @@ class Renderer:
         self.environ.setdefault("PWD", self.working_dir)
         self.docs: list[Document] = []
         self.env: dict[str, str] = {}
+        self.included: list[Document] = []  # documents of included files (error locations)
+        self.extenders: dict[int, Extender] = {}  # by Scope.serial: one per (sub-)project
+        self.includer = Includer(self.working_dir, self.layer, self.finish_include, self.included)
 
     # -- locations ------------------------------------------------------------------------------
+
+    def best_doc(self, path: tuple[Any, ...], docs: list[Document]) -> Document | None:
+        """The latest of ``docs`` that has most of ``path``."""
+        path = _as_path(path)
+        found = None
+        best = -1
+        for candidate in docs:
+            depth = _depth(candidate.data, path)
+            if depth >= best and depth > 0:
+                best, found = depth, candidate
+        return found
 
     def location(self, path: tuple[Any, ...], doc: Document | None = None) -> Location:
         """Where ``path`` (services.web.ports.0...) was written: the latest document that has it."""
         path = _as_path(path)
         if doc is None:
-            best = -1
-            for candidate in self.docs:
-                depth = _depth(candidate.data, path)
-                if depth >= best and depth > 0:
-                    best, doc = depth, candidate
+            # the including files win ties over what they include
+            doc = self.best_doc(path, [*self.included, *self.docs])
         service = key = None
         if len(path) >= 2 and path[0] == "services":
             service = str(path[1])
@@ -220,10 +238,10 @@ class Renderer:
 
     # -- the pipeline ---------------------------------------------------------------------------
 
-    def prepare(self, doc: Document) -> dict[str, Any]:
+    def prepare(self, doc: Document, env: Mapping[str, str] | None = None) -> dict[str, Any]:
         """Interpolate one document (values only, never keys) and cast typed fields."""
         try:
-            return interpolate(doc.data, self.env.get)
+            return interpolate(doc.data, (self.env if env is None else env).get)
         except InterpolationError as exc:
             where = dotted(exc.path)
             hint: str | None
@@ -234,6 +252,47 @@ class Renderer:
                 message = f"invalid interpolation in {where}: {exc.message}"
                 hint = "write a literal $ as $$" if "interpolation format" in exc.message else None
             raise self.error(message, exc.path, doc, hint) from None
+
+    def layer(self, doc: Document, merged: dict[str, Any], scope: Scope, docs: list[Document]) -> None:
+        """One document onto ``merged``: interpolate, validate, extends, include, merge, long syntax."""
+        data = self.prepare(doc, scope.env)
+        try:
+            validate_document(data)
+        except SchemaError as exc:
+            raise self.error(exc.message, exc.path, doc, exc.hint) from None
+        if "models" in data:
+            raise self.error("top-level `models` is not supported by reconciler", ("models",), doc)
+        extender = self.extenders.get(scope.serial)
+        if extender is None:
+            # extends of an included file interpolate with the include's variables
+            extender = Extender(lambda d: self.prepare(d, scope.env), self.environ.get("HOME", ""))
+            self.extenders[scope.serial] = extender
+        extender.apply(doc, data, os.path.normpath(os.path.join(self.working_dir, scope.loader_wd)))
+        if "include" in data:
+            self.includer.apply(data, doc, scope)
+        # honour !reset/!override, merge onto the earlier layers, bring to long syntax
+        apply_resets(merged, (*doc.resets, *doc.overrides))
+        services = data.get("services")
+        touched = list(services) if isinstance(services, dict) else []
+        try:
+            merge_mappings(merged, data, ())
+            merged.pop("version", None)  # obsolete, ignored
+            canonical(merged, touched)
+            # compose also runs unicity before `canonical`; after it alone gives the same result
+            enforce_unicity(merged, touched)
+        except (MergeError, NormalizeError) as exc:
+            raise self.error(str(exc), exc.path, self.best_doc(exc.path, docs)) from None
+
+    def finish_include(self, model: dict[str, Any], scope: Scope, docs: list[Document]) -> None:
+        """What compose-go does to a loaded sub-project: absolute paths, `- VAR` entries from its env."""
+        try:
+            resolve_paths(model, scope.base, self.environ.get("HOME", ""))
+        except NormalizeError as exc:
+            raise self.error(str(exc), exc.path, self.best_doc(exc.path, docs)) from None
+        services = model.get("services")
+        for service in services.values() if isinstance(services, dict) else ():
+            if isinstance(service, dict) and isinstance(service.get("environment"), list):
+                service["environment"] = resolve_list_environment(service["environment"], scope.env)
 
     def run(self) -> Result:
         files = self.find_files()
@@ -256,30 +315,9 @@ class Renderer:
         home = self.environ.get("HOME", "")
 
         merged: dict[str, Any] = {}
-        extender = Extender(self.prepare, home)
+        main = Scope(config_wd=project_dir, loader_wd=project_dir, base=project_dir, env=self.env)
         for doc in self.docs:
-            # interpolate, validate, resolve extends
-            data = self.prepare(doc)
-            try:
-                validate_document(data)
-            except SchemaError as exc:
-                raise self.error(exc.message, exc.path, doc, exc.hint) from None
-            for key in ("include", "models"):
-                if key in data:
-                    raise self.error(f"top-level `{key}` is not supported by reconciler", (key,), doc)
-            extender.apply(doc, data, project_dir)
-            # honour !reset/!override, merge onto the earlier layers, bring to long syntax
-            apply_resets(merged, (*doc.resets, *doc.overrides))
-            services = data.get("services")
-            touched = list(services) if isinstance(services, dict) else []
-            try:
-                merge_mappings(merged, data, ())
-                merged.pop("version", None)  # obsolete, ignored
-                canonical(merged, touched)
-                # compose also runs unicity before `canonical`; after it alone gives the same result
-                enforce_unicity(merged, touched)
-            except (MergeError, NormalizeError) as exc:
-                raise self.error(str(exc), exc.path) from None
+            self.layer(doc, merged, replace(main, chain=(doc.source,)), self.docs)
         # checks on the merged model, absolute paths, implicit defaults
         try:
             validate_merged(merged)

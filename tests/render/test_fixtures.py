@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ComposeError
-from tests.render.harness import Case, all_cases, expectation_failures, ours
+from tests.render.harness import Case, all_cases, expectation_failures, ours, with_root
 
 CASES = all_cases()
 
@@ -19,7 +19,7 @@ def test_fixture(case: Case, tmp_path: Path) -> None:
     if case.error is not None:
         with pytest.raises(ComposeError) as raised:
             ours(case, root)
-        assert case.error in str(raised.value)
+        assert with_root(case.error, root) in str(raised.value)
         assert "internal error" not in str(raised.value)
         return
     model = ours(case, root)
