@@ -77,6 +77,8 @@ def parse_entries(raw: Any, doc: Document) -> list[Entry]:
         )
     entries = []
     for index, item in enumerate(raw):
+        if item is None:
+            continue  # compose decodes an empty item as an include of nothing
         if isinstance(item, str):
             item = {"path": item}
         if not isinstance(item, dict):
@@ -154,10 +156,11 @@ class Includer:
     def apply(self, data: dict[str, Any], doc: Document, scope: Scope) -> None:
         """Load every entry of ``data['include']`` and import its resources into ``data``."""
         entries = parse_entries(data.pop("include", None), doc)
+        origins: dict[tuple[str, str], str] = {}  # which include brought each resource in
         for entry in entries:
             model, source = self._load(entry, doc, scope)
             if model is not None:
-                self._import(model, data, doc, source)
+                self._import(model, data, doc, source, origins)
 
     def _error(self, doc: Document, entry: Entry, message: str, hint: str | None = None) -> ComposeError:
         line = doc.line_of(("include", entry.index))
@@ -259,7 +262,14 @@ class Includer:
             values.update(read_env_file(self._disk(path), lookup))
         return values
 
-    def _import(self, model: dict[str, Any], data: dict[str, Any], doc: Document, source: str) -> None:
+    def _import(
+        self,
+        model: dict[str, Any],
+        data: dict[str, Any],
+        doc: Document,
+        source: str,
+        origins: dict[tuple[str, str], str],
+    ) -> None:
         """Add the sub-project's resources; one the including file also defines must be identical."""
         for kind in RESOURCES:
             imported = model.get(kind)
@@ -272,14 +282,17 @@ class Includer:
                 if name in target:
                     if go_equal(value, target[name]):
                         continue
+                    earlier = origins.get((kind, name))
+                    where = f"the included {earlier}" if earlier else "this file"
                     raise ComposeError(
-                        f"{kind}.{name} conflicts with imported resource: it is also defined by the "
-                        f"included {source}",
+                        f"{kind}.{name} conflicts with imported resource: {where} and the included "
+                        f"{source} define it differently",
                         Location(file=doc.source, line=doc.line_of((kind, name)), key=f"{kind}.{name}"),
                         hint="define it in one place only: an including file cannot override what an "
                         "include defines (use an extra -f file to override)",
                     )
                 target[name] = value
+                origins[(kind, name)] = source
             data[kind] = target
 
 
