@@ -2,7 +2,8 @@
 
 Each project has a base file declaring every service, network and volume, then 1-3 override files
 that change ports, volumes, environment (list and map), labels, depends_on, command, healthcheck...
-with interpolation from the environment and `.env`, and the odd `!reset` / `!override`.
+with interpolation from the environment and `.env`, and the odd `!reset` / `!override`; in some
+projects the base file is a sub-project the main file `include`s.
 """
 
 from __future__ import annotations
@@ -295,9 +296,25 @@ class Generator:
         files["settings.ini"] = "[app]\n"
         env = {k: v for k, v in ENV.items() if self.chance(0.8)}
         profiles = ["debug"] if self.chance(0.6) else []
+        if self.chance(0.3):
+            self.include_base(files)
         return Case(
             name=f"generated-{self.seed}", files=files, compose_files=order, env=env, profiles=profiles
         )
+
+    def include_base(self, files: dict[str, str]) -> None:
+        """Move the base file into a sub-project the main file includes (its relative paths follow it)."""
+        stack = {"compose.yaml": files["compose.yaml"], "token.txt": "secret\n", "settings.ini": "[app]\n"}
+        stack["app.env"] = files["app.env"]
+        for name, text in stack.items():
+            files[f"stack/{name}"] = text
+        if self.chance(0.5):
+            files["stack/.env"] = "TAG=from-include\nIMAGE=alpine\n"
+            files["compose.yaml"] = "include:\n  - stack/compose.yaml\n"
+        else:
+            files["stack.env"] = "TAG=from-include-env-file\nPORT=7777\n"
+            files["compose.yaml"] = "include:\n  - path: [stack/compose.yaml]\n    env_file: stack.env\n"
+        files["compose.yaml"] += f"x-seed: {self.seed}\n"  # keeps every generated main file unique
 
 
 def generated_cases(count: int, seed: int = 20240) -> list[Case]:
