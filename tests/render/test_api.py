@@ -157,3 +157,38 @@ def test_arbitrary_yaml_never_crashes(tmp_path: Path, lines: list[str]) -> None:
         render(RenderOptions(files=("compose.yaml",), working_dir=str(tmp_path)))
     except ComposeError as exc:
         assert "internal error" not in str(exc)
+
+
+def test_include_renders_from_a_checkout_as_the_daemon_calls_it(tmp_path: Path) -> None:
+    """With the daemon's options (absolute files, project directory = working directory = the checkout, an
+    inline override), included files load through the same loader and their paths stay in the checkout."""
+    tree = tmp_path / "tree"
+    (tree / "db").mkdir(parents=True)
+    write(tree, {"compose.yaml": "include: [db/compose.yaml]\nservices:\n  web: {image: busybox}\n"})
+    write(
+        tree / "db", {"compose.yaml": "services:\n  db:\n    image: busybox\n    volumes: [./data:/data]\n"}
+    )
+    project = render(
+        RenderOptions(
+            files=(str(tree / "compose.yaml"),),
+            project_directory=str(tree),
+            project_name="shop",
+            environ={"HOME": "/root"},
+            inline=(("environments.yaml: shop.prod.override", {"services": {"db": {"labels": {"a": "b"}}}}),),
+            working_dir=str(tree),
+        )
+    )
+    db = project.model["services"]["db"]
+    assert db["volumes"][0]["source"] == str(tree / "db" / "data")
+    assert db["labels"] == {"a": "b"}
+    assert "include" not in project.model
+    assert project.config_files == (str(tree / "compose.yaml"),)
+
+
+def test_include_errors_name_the_included_file(tmp_path: Path) -> None:
+    """A bad value inside an included file is reported at that file and line, not the including one."""
+    root = write(tmp_path / "app", {"compose.yaml": "include: [sub.yaml]\n"})
+    write(root, {"sub.yaml": "services:\n  db:\n    image: busybox\n    ports: [[1]]\n"})
+    with pytest.raises(ComposeError) as raised:
+        render(RenderOptions(working_dir=str(root), environ={"HOME": "/root"}))
+    assert str(raised.value).startswith(f"{root / 'sub.yaml'}:4")
