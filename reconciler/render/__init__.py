@@ -1,7 +1,8 @@
 """Compose files + variables -> the model `docker compose config --format json` prints (Compose v2.40).
 
 The public API of the render stage, used by `reconciler render`, the converge engine and the daemon.
-Pure: reads the compose, env and extends files it is given, never Docker, git, subprocesses or the clock.
+Pure: reads the compose, env, extends and included files it is given (all through ``loader``), never
+Docker, git, subprocesses or the clock.
 Every bad input raises ComposeError with a Location (file, line, service, key); never anything else.
 """
 

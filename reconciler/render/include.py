@@ -223,35 +223,34 @@ class Includer:
         try:
             info = os.stat(disk)
         except FileNotFoundError:
-            raise self._error(doc, entry, f"included file {path} not found") from None
+            raise self._error(doc, entry, f"included file {disk} not found") from None
         except OSError as exc:
-            raise self._error(doc, entry, f"cannot read included file {path}: {exc.strerror}") from None
+            raise self._error(doc, entry, f"cannot read included file {disk}: {exc.strerror}") from None
         if stat.S_ISDIR(info.st_mode):
-            raise self._error(doc, entry, f"included path {path} is a directory, not a compose file")
-        real = os.path.realpath(disk)
-        if not stat.S_ISREG(info.st_mode) or real.startswith(("/proc/", "/sys/", "/dev/")):
-            raise self._error(doc, entry, f"included path {path} is not a regular file")
+            raise self._error(doc, entry, f"included path {disk} is a directory, not a compose file")
+        if not _regular(disk, info):
+            raise self._error(doc, entry, f"included path {disk} is not a regular file")
         return load_file(disk, display=disk, allow_empty=True)
 
     def _env_values(self, entry: Entry, doc: Document, scope: Scope, project_dir: str) -> dict[str, str]:
         """Variables from the include's env_file (default: its project directory's .env)."""
         files: list[str] = []
         if not entry.env_files:
-            default = _join(project_dir, ".env")
-            if os.path.isfile(self._disk(default)):
+            default = self._disk(_join(project_dir, ".env"))
+            if os.path.exists(default) and not os.path.isdir(default):
                 files.append(default)
         for name in entry.env_files:
             if name == "/dev/null":
                 continue  # an empty file, the usual way to say "no .env"
-            path = name if posixpath.isabs(name) else _join(scope.config_wd, name)
-            disk = self._disk(path)
+            disk = self._disk(name if posixpath.isabs(name) else _join(scope.config_wd, name))
             if not os.path.exists(disk):
                 raise self._error(
-                    doc, entry, f"env file {path} not found", hint="check the include's env_file"
+                    doc, entry, f"env file {disk} not found", hint="check the include's env_file"
                 )
-            if not os.path.isfile(disk) or os.path.realpath(disk).startswith(("/proc/", "/sys/", "/dev/")):
-                raise self._error(doc, entry, f"env file {path} is not a regular file")
-            files.append(path)
+            files.append(disk)
+        for disk in files:
+            if not _regular(disk, os.stat(disk)):
+                raise self._error(doc, entry, f"env file {disk} is not a regular file")
         values: dict[str, str] = {}
         for path in files:
 
@@ -259,7 +258,7 @@ class Includer:
                 found = scope.env.get(name)
                 return found if found is not None else values.get(name)
 
-            values.update(read_env_file(self._disk(path), lookup))
+            values.update(read_env_file(path, lookup))
         return values
 
     def _import(
@@ -294,6 +293,11 @@ class Includer:
                 target[name] = value
                 origins[(kind, name)] = source
             data[kind] = target
+
+
+def _regular(path: str, info: os.stat_result) -> bool:
+    """A plain file: a FIFO or device could block or never end, /proc and /sys are not configuration."""
+    return stat.S_ISREG(info.st_mode) and not os.path.realpath(path).startswith(("/proc/", "/sys/", "/dev/"))
 
 
 def go_equal(a: Any, b: Any) -> bool:

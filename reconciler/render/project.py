@@ -1,7 +1,8 @@
 """The render pipeline, step by step, as compose-go's loader runs it.
 
 Called by ``reconciler.render.render``. Files are found, variables collected, the project named; each
-document is interpolated, validated, extended, merged and brought to long syntax; then paths are
+document is interpolated, validated, extended, its includes imported, merged and brought to long
+syntax; then paths are
 resolved, defaults added, profiles applied, references checked and the typed model printed.
 """
 

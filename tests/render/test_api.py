@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,14 @@ def test_include_errors_name_the_included_file(tmp_path: Path) -> None:
     with pytest.raises(ComposeError) as raised:
         render(RenderOptions(working_dir=str(root), environ={"HOME": "/root"}))
     assert str(raised.value).startswith(f"{root / 'sub.yaml'}:4")
+
+
+def test_include_of_a_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO (which a plain open would wait on forever) is refused as an included file or env_file."""
+    root = write(tmp_path / "app", {"compose.yaml": "include: [pipe.yaml]\n"})
+    os.mkfifo(root / "pipe.yaml")
+    with pytest.raises(ComposeError, match=r"pipe\.yaml is not a regular file"):
+        render(RenderOptions(working_dir=str(root), environ={"HOME": "/root"}))
+    write(root, {"compose.yaml": "include:\n  - path: sub.yaml\n    env_file: pipe.yaml\n", "sub.yaml": ""})
+    with pytest.raises(ComposeError, match=r"env file .*pipe\.yaml is not a regular file"):
+        render(RenderOptions(working_dir=str(root), environ={"HOME": "/root"}))
