@@ -2,8 +2,8 @@
 
 Called by ``reconciler.render.render``. Files are found, variables collected, the project named; each
 document is interpolated, validated, extended, its includes imported, merged and brought to long
-syntax; then paths are
-resolved, defaults added, profiles applied, references checked and the typed model printed.
+syntax; then paths are resolved, defaults added, profiles applied, references checked and the typed
+model printed.
 """
 
 from __future__ import annotations
