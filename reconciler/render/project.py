@@ -294,6 +294,14 @@ class Renderer:
         for service in services.values() if isinstance(services, dict) else ():
             if isinstance(service, dict) and isinstance(service.get("environment"), list):
                 service["environment"] = resolve_list_environment(service["environment"], scope.env)
+        # compose-go fills these in the sub-project already: an included config with `environment`
+        # then also has `content`, which the main project's checks refuse (compose does the same)
+        for kind, key in (("secrets", "x-#value"), ("configs", "content")):
+            section = model.get(kind)
+            for item in section.values() if isinstance(section, dict) else ():
+                variable = item.get("environment") if isinstance(item, dict) else None
+                if isinstance(variable, str) and variable in scope.env:
+                    item[key] = scope.env[variable]
 
     def run(self) -> Result:
         files = self.find_files()
