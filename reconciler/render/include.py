@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 import posixpath
 import stat
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler.errors import ComposeError, Location
 from reconciler.render.envfile import read_env_file
@@ -20,6 +20,16 @@ from reconciler.render.loader import Document, load_file
 MAX_DEPTH = 16  # includes of includes; deeper is refused (a cycle through a non-first path ends here)
 RESOURCES = ("services", "volumes", "networks", "secrets", "configs", "models")  # what an include adds
 _REMOTE_PREFIXES = ("git@", "github.com/")
+
+
+class Loader(Protocol):
+    """The renderer's steps an include needs (passed per call: no reference cycle to the renderer)."""
+
+    def layer(self, doc: Document, merged: dict[str, Any], scope: Scope, docs: list[Document]) -> None:
+        """Merge one document of a (sub-)project into ``merged``."""
+
+    def finish_include(self, model: dict[str, Any], scope: Scope, docs: list[Document]) -> None:
+        """Absolute paths and environment of a loaded sub-project."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +138,6 @@ class Includer:
     """Loads `include` entries relative to a scope and imports their resources."""
 
     working_dir: str  # the process's directory: where compose-go's relative paths land on disk
-    # (doc, model, scope, docs) -> merges one document of a sub-project into ``model``
-    layer: Callable[[Document, dict[str, Any], Scope, list[Document]], None]
-    finish: Callable[[dict[str, Any], Scope, list[Document]], None]  # paths and environment of a sub-project
     loaded: list[Document]  # every included document, for error locations after the merge
     _serials: int = 0
 
@@ -153,12 +160,12 @@ class Includer:
         rel = _go_rel(loader_wd, path)
         return path if rel is None else rel
 
-    def apply(self, data: dict[str, Any], doc: Document, scope: Scope) -> None:
+    def apply(self, data: dict[str, Any], doc: Document, scope: Scope, loader: Loader) -> None:
         """Load every entry of ``data['include']`` and import its resources into ``data``."""
         entries = parse_entries(data.pop("include", None), doc)
         origins: dict[tuple[str, str], str] = {}  # which include brought each resource in
         for entry in entries:
-            model, source = self._load(entry, doc, scope)
+            model, source = self._load(entry, doc, scope, loader)
             if model is not None:
                 self._import(model, data, doc, source, origins)
 
@@ -168,7 +175,9 @@ class Includer:
             message, Location(file=doc.source, line=line, key=f"include.{entry.index}"), hint=hint
         )
 
-    def _load(self, entry: Entry, doc: Document, scope: Scope) -> tuple[dict[str, Any] | None, str]:
+    def _load(
+        self, entry: Entry, doc: Document, scope: Scope, loader: Loader
+    ) -> tuple[dict[str, Any] | None, str]:
         if not entry.paths:
             return None, ""
         for path in entry.paths:
@@ -213,8 +222,8 @@ class Includer:
                 docs.append(sub)
                 self.loaded.append(sub)
                 # compose-go appends the file to the include path once per document
-                self.layer(sub, model, replace(child, chain=(*child.chain, path)), docs)
-        self.finish(model, child, docs)
+                loader.layer(sub, model, replace(child, chain=(*child.chain, path)), docs)
+        loader.finish_include(model, child, docs)
         return model, main
 
     def _read(self, path: str, doc: Document, entry: Entry) -> list[Document]:

@@ -112,7 +112,7 @@ class Renderer:
         self.env: dict[str, str] = {}
         self.included: list[Document] = []  # documents of included files (error locations)
         self.extenders: dict[int, Extender] = {}  # by Scope.serial: one per (sub-)project
-        self.includer = Includer(self.working_dir, self.layer, self.finish_include, self.included)
+        self.includer = Includer(self.working_dir, self.included)
 
     # -- locations ------------------------------------------------------------------------------
 
@@ -270,7 +270,7 @@ class Renderer:
             self.extenders[scope.serial] = extender
         extender.apply(doc, data, os.path.normpath(os.path.join(self.working_dir, scope.loader_wd)))
         if "include" in data:
-            self.includer.apply(data, doc, scope)
+            self.includer.apply(data, doc, scope, self)
         # honour !reset/!override, merge onto the earlier layers, bring to long syntax
         apply_resets(merged, (*doc.resets, *doc.overrides))
         services = data.get("services")
@@ -325,8 +325,11 @@ class Renderer:
 
         merged: dict[str, Any] = {}
         main = Scope(config_wd=project_dir, loader_wd=project_dir, base=project_dir, env=self.env)
-        for doc in self.docs:
-            self.layer(doc, merged, replace(main, chain=(doc.source,)), self.docs)
+        try:
+            for doc in self.docs:
+                self.layer(doc, merged, replace(main, chain=(doc.source,)), self.docs)
+        finally:
+            self.extenders.clear()  # they refer back to this renderer: no cycle left for the GC
         # checks on the merged model, absolute paths, implicit defaults
         try:
             validate_merged(merged)
