@@ -443,7 +443,13 @@ class Converger:
         """Create replica ``number`` (under ``name`` instead of its own, during a recreate) and connect its
         other networks; nothing is started. Returns the name it was created under."""
         req = container_request(
-            spec, svc, number, image_id=image_id, extra_labels=extra, keep_volumes=keep_volumes or {}
+            spec,
+            svc,
+            number,
+            image_id=image_id,
+            extra_labels=extra,
+            keep_volumes=keep_volumes or {},
+            joined=self._joined(spec, svc),
         )
         name = name or req.name
         try:
@@ -467,6 +473,24 @@ class Converger:
                 raise
             raise _start_failed(svc, exc) from exc
         return name
+
+    def _joined(self, spec: ProjectSpec, svc: ServiceSpec) -> dict[str, str]:
+        """The IDs of the containers whose namespaces ``svc`` joins (``service:NAME``: NAME's replica 1,
+        as Compose's getContainerMode). They exist: NAME is an implicit dependency, converged first."""
+        out: dict[str, str] = {}
+        for name in svc.joins:
+            target = spec.service(name)
+            ref = target.container(spec.name, 1) if target else f"{spec.name}-{name}-1"
+            info = self._engine.inspect_container(ref)
+            if info is None:
+                raise DeployError(
+                    f"service {svc.name!r} shares a namespace with service {name!r} (network_mode, pid or "
+                    f"ipc `service:{name}`), but {name!r} has no container {ref}",
+                    service=svc.name,
+                    reason="StartFailed",
+                )
+            out[name] = str(info["Id"])
+        return out
 
     def _start_new(self, svc: ServiceSpec, name: str, note: str = "") -> str:
         """Start a container created moments ago (by name: error messages then name it). Docker refusing

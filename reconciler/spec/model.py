@@ -11,6 +11,9 @@ from typing import Any, Protocol
 from reconciler import labels as L
 from reconciler.spec.hash import HASH_VERSION
 
+# Keys that may name another service's container, whose namespace the container then joins.
+NAMESPACE_KEYS = ("network_mode", "pid", "ipc")
+
 
 class Condition(StrEnum):
     """A ``depends_on`` condition: what the dependency must reach before the dependent starts."""
@@ -83,6 +86,13 @@ class ServiceSpec:
         if version is None:
             return live in (self.legacy_hash, self.config_hash)
         return version == str(HASH_VERSION) and live == self.config_hash
+
+    @property
+    def joins(self) -> tuple[str, ...]:
+        """Services whose replica 1 this one shares a namespace with (``network_mode``/``pid``/``ipc``
+        ``service:NAME``): its containers must be recreated whenever that container is."""
+        refs = (str(self.config.get(k) or "") for k in NAMESPACE_KEYS)
+        return tuple(sorted({r.removeprefix("service:") for r in refs if r.startswith("service:")}))
 
     def container(self, project: str, number: int) -> str:
         """The container name: Compose's ``{project}-{service}-{n}`` unless ``container_name`` is set."""

@@ -44,8 +44,12 @@ def container_request(
     image_id: str,
     extra_labels: Mapping[str, str] = {},  # read only, so a shared default is safe
     keep_volumes: Mapping[str, str] = {},  # target -> anonymous volume to carry over
+    joined: Mapping[str, str] = {},  # service -> ID of its replica 1, for `service:NAME` namespaces
+    files_dir: str = "",  # where the adapter wrote this project's content-based secrets and configs
 ) -> ContainerRequest:
-    """Translate a normalized service into the Engine API create request for replica ``number``."""
+    """Translate a normalized service into the Engine API create request for replica ``number``.
+
+    ``joined`` must hold every service of ``service.joins`` (the converger looks their IDs up)."""
     c = service.config
     name = service.container(project.name, number)
     labels = {
@@ -67,6 +71,8 @@ def container_request(
         **extra_labels,
         L.MANAGED: "true",
     }
+    if service.joins:
+        labels[L.JOINED] = ",".join(f"{s}={joined[s]}" for s in service.joins)
     exposed: dict[str, dict[str, Any]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
     for p in c.get("ports", ()):
@@ -103,8 +109,8 @@ def container_request(
             {"PathOnHost": d["source"], "PathInContainer": d["target"], "CgroupPermissions": d["permissions"]}
             for d in c.get("devices", ())
         ],
-        "PidMode": c.get("pid", ""),
-        "IpcMode": c.get("ipc", ""),
+        "PidMode": namespace(c.get("pid", ""), joined),
+        "IpcMode": namespace(c.get("ipc", ""), joined),
     }
     if c.get("init"):
         host["Init"] = True
@@ -152,7 +158,7 @@ def container_request(
         body["Healthcheck"] = {api: hc[key] for key, api in _HEALTHCHECK_KEYS if key in hc}
     connect: list[tuple[str, Mapping[str, Any]]] = []
     if "network_mode" in c:
-        host["NetworkMode"] = c["network_mode"]
+        host["NetworkMode"] = namespace(c["network_mode"], joined)
     else:
         for i, (net, ep) in enumerate(c["networks"].items()):
             endpoint: dict[str, Any] = {"Aliases": [service.name, name, *ep.get("aliases", ())]}
@@ -169,6 +175,13 @@ def container_request(
             else:
                 connect.append((net, endpoint))
     return ContainerRequest(name=name, body=body, connect=tuple(connect), platform=c.get("platform"))
+
+
+def namespace(mode: str, joined: Mapping[str, str]) -> str:
+    """``service:NAME`` as Compose passes it to Docker: ``container:<ID of NAME's container>``. By ID, not
+    name, so a replaced container is told apart from its predecessor (see labels.JOINED)."""
+    kind, _, ref = mode.partition(":")
+    return f"container:{joined[ref]}" if kind == "service" else mode
 
 
 def _volumes_from(project: ProjectSpec, value: str) -> str:

@@ -247,7 +247,7 @@ def test_build_only_service_gets_compose_image_name() -> None:
             {"deploy": {"resources": {"reservations": {"generic_resources": [{}]}}}},
             "deploy.resources.reservations",
         ),
-        ({"network_mode": "service:db"}, "network_mode"),
+        ({"network_mode": "sideways"}, "network_mode"),
         ({"pull_policy": "daily"}, "pull_policy"),
         ({"build": {"context": ".", "ssh": ["default"]}}, "build.ssh"),
         ({"volumes": [{"type": "npipe", "source": "x", "target": "/x"}]}, "volumes"),
