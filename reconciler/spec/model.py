@@ -9,6 +9,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from reconciler import labels as L
+from reconciler.spec.contents import ContentFile
 from reconciler.spec.hash import HASH_VERSION
 
 # Keys that may name another service's container, whose namespace the container then joins.
@@ -131,6 +132,8 @@ class ProjectSpec:
     services: tuple[ServiceSpec, ...]  # in dependency order: every dependency before its dependents
     networks: tuple[NetworkSpec, ...]
     volumes: tuple[VolumeSpec, ...]
+    # Content-based secrets and configs the services mount, for reconciler.contentfiles to write.
+    files: tuple[ContentFile, ...] = ()
 
     def service(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.name == name), None)
@@ -147,7 +150,8 @@ class RenderedLike(Protocol):
     """What we need of ``reconciler.render.RenderedProject`` (kept structural: spec takes only
     ``unescape_dollars`` from render).
 
-    An object may also carry ``bind_digests`` (source path -> content digest, resolved at deploy time)."""
+    An object may also carry ``bind_digests`` (source path -> content digest, resolved at deploy time) and
+    ``environment`` (the variables it was rendered with: `environment:` secrets and configs read them)."""
 
     @property
     def name(self) -> str: ...

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import labels as L
+from reconciler.spec.contents import content_path
 from reconciler.spec.hash import FIELDS_LABEL, HASH_VERSION, canonical_json
 from reconciler.spec.model import ProjectSpec, ServiceSpec
 
@@ -86,7 +87,7 @@ def container_request(
         first, _, last = port.partition("-")
         for n in range(int(first), int(last or first) + 1):
             exposed[f"{n}/{proto}"] = {}
-    binds, mounts = _mounts(c, keep_volumes)
+    binds, mounts = _mounts(c, keep_volumes, files_dir)
     host: dict[str, Any] = {
         "Binds": binds,
         "Mounts": mounts,
@@ -220,7 +221,9 @@ def _restart_policy(restart: str) -> dict[str, Any]:
     return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
 
 
-def _mounts(c: Mapping[str, Any], keep: Mapping[str, str]) -> tuple[list[str], list[dict[str, Any]]]:
+def _mounts(
+    c: Mapping[str, Any], keep: Mapping[str, str], files_dir: str
+) -> tuple[list[str], list[dict[str, Any]]]:
     """Binds that may create their host path go through the legacy ``Binds`` (the Mounts API refuses a
     missing source, Compose relies on this too); everything else is a Mount."""
     binds: list[str] = []
@@ -257,5 +260,7 @@ def _mounts(c: Mapping[str, Any], keep: Mapping[str, str]) -> tuple[list[str], l
             mounts.append({"Type": "volume", "Source": volume, "Target": target, "ReadOnly": False})
     for key in ("secrets", "configs"):
         for f in c.get(key, ()):
-            mounts.append({"Type": "bind", "Source": f["source"], "Target": f["target"], "ReadOnly": True})
+            # Content-based: the file the converger wrote under the state directory (a digest names it).
+            source = f["source"] if "source" in f else f"{files_dir}/{content_path(key, f)}"
+            mounts.append({"Type": "bind", "Source": source, "Target": f["target"], "ReadOnly": True})
     return binds, mounts
