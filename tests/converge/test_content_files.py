@@ -4,6 +4,7 @@ removed by `down`; the value never in a label, a log line or the plan."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import secrets
@@ -190,3 +191,20 @@ def test_spec_hashes_the_digest_never_the_value(tmp_path: Path) -> None:
     assert svc.config["secrets"][0]["target"] == "/run/secrets/token"
     assert svc.config_hash != two.services[0].config_hash
     assert [f.value for f in one.files] == [b"value-one"]
+
+
+def test_cli_state_dir_is_the_configs_then_xdg_then_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`-c environments.yaml` gives its state_dir (the daemon's files); else $XDG_STATE_HOME/reconciler,
+    else ~/.local/state/reconciler."""
+    from reconciler.commands.converge import state_dir
+    from tests.daemon.helpers import write_config
+
+    config = write_config(tmp_path, tmp_path / "app.git", "tdmcli")
+    assert state_dir(argparse.Namespace(config=str(config))) == tmp_path / "state"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert state_dir(argparse.Namespace(config=None)) == tmp_path / "xdg" / "reconciler"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert state_dir(argparse.Namespace(config=None)) == tmp_path / "home" / ".local" / "state" / "reconciler"
