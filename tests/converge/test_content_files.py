@@ -23,6 +23,7 @@ from reconciler.errors import ComposeError, DeployError
 from reconciler.plan import Action
 from reconciler.spec import project_spec
 from tests.converge.conftest import BUSYBOX, Stack, docker, inspect
+from tests.converge.helpers import compose
 
 pytestmark = pytest.mark.docker
 
@@ -208,3 +209,21 @@ def test_cli_state_dir_is_the_configs_then_xdg_then_home(
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert state_dir(argparse.Namespace(config=None)) == tmp_path / "home" / ".local" / "state" / "reconciler"
+
+
+def test_containers_see_what_compose_gives_them(files_stack: Stack) -> None:
+    """Compose v2 copies such files into the container, we bind-mount them: same content, same targets."""
+    stack = files_stack
+    write(stack, f"tok-{secrets.token_hex(8)}", "hello")
+    stack.up()
+    theirs = f"{stack.name}-compose"
+    targets = ("/run/secrets/token", "/run/secrets/copy", "/motd", "/etc/greeting")
+    try:
+        done = compose(theirs, "-f", str(stack.dir / "compose.yaml"), "up", "-d", cwd=stack.dir)
+        assert done.returncode == 0, done.stderr
+        for target in targets:
+            ours = docker("exec", f"{stack.name}-app-1", "cat", target).stdout
+            reference = docker("exec", f"{theirs}-app-1", "cat", target).stdout
+            assert ours == reference != "", target
+    finally:
+        compose(theirs, "down", "-t", "1")
