@@ -10,10 +10,11 @@ import pytest
 
 from reconciler import labels as L
 from reconciler.errors import UnsupportedError
-from reconciler.plan import Action
-from reconciler.spec import project_spec
+from reconciler.plan import Action, LiveContainer, LiveProject, make_plan
+from reconciler.spec import container_request, project_spec
+from reconciler.status import DriftReason
 from tests.converge.conftest import BUSYBOX, Stack, docker, inspect
-from tests.converge.helpers import compose
+from tests.converge.helpers import Rendered, compose
 
 pytestmark = pytest.mark.docker
 
@@ -149,3 +150,41 @@ def test_container_form_is_passed_as_written(stack: Stack) -> None:
     assert L.JOINED not in side["Config"]["Labels"]
     assert "sleep" in docker("exec", f"{stack.name}-side-1", "ps", "-o", "comm").stdout
     assert stack.plan().is_noop
+
+
+def test_plan_follows_the_recorded_id_of_the_joined_container() -> None:
+    """Pure plan: the joiner is unchanged while web keeps its ID, recreated (reason config, naming web)
+    when web has another ID, none, or is about to be recreated itself."""
+    model = {
+        "services": {
+            "web": {"image": "x", "network_mode": "none"},
+            "side": {"image": "x", "network_mode": "service:web", "pid": "service:web",
+                     "depends_on": {"web": {"condition": "service_started", "required": True}}},
+        }
+    }  # fmt: skip
+    spec = project_spec(Rendered("p", "/src", (), model))
+
+    def live(web_id: str | None, joined: str, web_labels: dict[str, str] | None = None) -> LiveProject:
+        out = []
+        for name, cid in (("web", web_id), ("side", "s" * 64)):
+            svc = spec.service(name)
+            assert svc is not None
+            if cid is None:
+                continue
+            req = container_request(spec, svc, 1, image_id="i", joined={"web": joined})
+            labels = dict(req.body["Labels"])
+            if name == "web" and web_labels:
+                labels.update(web_labels)
+            out.append(LiveContainer(cid, f"p-{name}-1", "p", name, 1, "running", labels=labels))
+        return LiveProject("p", tuple(out))
+
+    w = "w" * 64
+    assert make_plan(spec, live(w, w)).is_noop
+    for plan in (
+        make_plan(spec, live("v" * 64, w)),  # web replaced by hand
+        make_plan(spec, live(None, w)),  # web removed
+        make_plan(spec, live(w, w, {L.CONFIG_HASH: "old"})),  # web about to be recreated
+    ):
+        [side] = [c for c in plan.changes if c.service == "side"]
+        assert side.action is Action.RECREATE and side.reasons == (DriftReason.CONFIG,)
+        assert "'web'" in side.details and side.fields == ("network_mode", "pid")
