@@ -63,6 +63,16 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("-c", "--config", required=True, metavar="FILE", help="environments.yaml")
 
 
+def _state_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help="environments.yaml whose state_dir holds the files of content-based secrets and configs "
+        "(default: $XDG_STATE_HOME/reconciler, else ~/.local/state/reconciler)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reconciler", description=__doc__.splitlines()[0] if __doc__ else None
@@ -80,6 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         _compose_args(p, project_required=False)
+        _state_arg(p)
         p.add_argument(
             "--timeout",
             type=float,
@@ -100,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--project-name", dest="project", required=True, metavar="NAME")
     p.add_argument("-v", "--volumes", action="store_true", help="also remove the project's volumes")
     p.add_argument("--timeout", type=float, default=10.0, metavar="SECONDS")
+    _state_arg(p)
 
     p = sub.add_parser("run", help="the GitOps daemon (foreground)")
     _config_arg(p)

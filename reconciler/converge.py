@@ -8,6 +8,7 @@ every touched container is checked to be running or healthy. Docker is reached o
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import threading
 import time
@@ -16,10 +17,10 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from reconciler import contentfiles, logs, netpool
 from reconciler import labels as L
-from reconciler import logs, netpool
 from reconciler.engine import Engine, EngineError, EngineUnavailable
-from reconciler.errors import DeployError, DockerError, ReconcilerError
+from reconciler.errors import DeployError, DockerError, ReconcilerError, StateError
 from reconciler.names import validate_project_name
 from reconciler.plan import Action, Change, LiveProject, Plan, finishes, make_plan, parse_containers
 from reconciler.spec import (
@@ -72,8 +73,11 @@ class _Ready:
 class Converger:
     """Observe, plan and converge compose projects on one Docker host. Safe to share between threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, state_dir: str | os.PathLike[str] | None = None) -> None:
+        """``state_dir``: where the files of content-based secrets and configs are written (under
+        ``files/<project>/``); a project with such secrets or configs needs one."""
         self._engine = engine
+        self._state_dir = state_dir
         self._images: dict[str, str | None] = {}  # image ref -> ID, as of the last observe()
         self._lock = threading.Lock()
 
@@ -200,6 +204,8 @@ class Converger:
         if owner is not None:
             extra[L.OWNER] = owner
         stop = _Stop(cancel)
+        # Files of content-based secrets and configs: bind-mounted, so written before any create.
+        self._write_files(spec)
         # Networks and volumes first: containers refer to them by name.
         self._ensure_networks(spec, extra, subnet_pool=subnet_pool)
         self._ensure_volumes(spec, extra)
@@ -213,7 +219,21 @@ class Converger:
         touched = self._converge_services(spec, plan, image_ids, extra, timeout, stop)
         # Finally every touched container must be running, healthy, or a one-shot that succeeded.
         self._await_ready(touched, timeout, stop)
+        # Every container now mounts the files of this spec: the older secret/config files can go.
+        if self._state_dir is not None:
+            contentfiles.prune(self._state_dir, spec.name, {f.path for f in spec.files})
         return plan
+
+    def _write_files(self, spec: ProjectSpec) -> None:
+        if not spec.files:
+            return
+        if self._state_dir is None:
+            raise DeployError(
+                f"project {spec.name!r} has secrets or configs with `content:`/`environment:`, whose files "
+                "are written under a state directory, and this converger was given none",
+                reason="FilesFailed",
+            )
+        contentfiles.write(self._state_dir, spec.name, spec.files)
 
     def _remove(self, ids: list[str], timeout: float | None = None, *, volumes: bool = False) -> None:
         """Stop (in parallel: each may take its stop timeout) and remove containers."""
@@ -443,7 +463,14 @@ class Converger:
         """Create replica ``number`` (under ``name`` instead of its own, during a recreate) and connect its
         other networks; nothing is started. Returns the name it was created under."""
         req = container_request(
-            spec, svc, number, image_id=image_id, extra_labels=extra, keep_volumes=keep_volumes or {}
+            spec,
+            svc,
+            number,
+            image_id=image_id,
+            extra_labels=extra,
+            keep_volumes=keep_volumes or {},
+            joined=self._joined(spec, svc),
+            files_dir=str(contentfiles.project_dir(self._state_dir or "", spec.name)),
         )
         name = name or req.name
         try:
@@ -467,6 +494,24 @@ class Converger:
                 raise
             raise _start_failed(svc, exc) from exc
         return name
+
+    def _joined(self, spec: ProjectSpec, svc: ServiceSpec) -> dict[str, str]:
+        """The IDs of the containers whose namespaces ``svc`` joins (``service:NAME``: NAME's replica 1,
+        as Compose's getContainerMode). They exist: NAME is an implicit dependency, converged first."""
+        out: dict[str, str] = {}
+        for name in svc.joins:
+            target = spec.service(name)
+            ref = target.container(spec.name, 1) if target else f"{spec.name}-{name}-1"
+            info = self._engine.inspect_container(ref)
+            if info is None:
+                raise DeployError(
+                    f"service {svc.name!r} shares a namespace with service {name!r} (network_mode, pid or "
+                    f"ipc `service:{name}`), but {name!r} has no container {ref}",
+                    service=svc.name,
+                    reason="StartFailed",
+                )
+            out[name] = str(info["Id"])
+        return out
 
     def _start_new(self, svc: ServiceSpec, name: str, note: str = "") -> str:
         """Start a container created moments ago (by name: error messages then name it). Docker refusing
@@ -718,6 +763,11 @@ class Converger:
                     log.warning("down.skipped_foreign", kind="image", name=image, why=why)
                     continue
                 problems += _attempt(lambda i=image: self._engine.remove_image(i))
+        if self._state_dir is not None:  # the files of its content-based secrets and configs
+            try:
+                contentfiles.remove(self._state_dir, project_name)
+            except StateError as exc:
+                problems.append(exc.message)
         if problems:
             raise DeployError(
                 f"down of {project_name!r} left things behind: " + "; ".join(problems), reason="DownFailed"

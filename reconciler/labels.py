@@ -40,3 +40,7 @@ CHECKOUT: Final = f"{OURS}.checkout"
 HASH_VERSION: Final = f"{OURS}.hash-version"
 # Short hashes per compose key, so `plan` can say which fields changed without keeping any value in a label.
 CONFIG_FIELDS: Final = f"{OURS}.config-fields"
+# Containers whose namespaces a container joined at create (`network_mode`/`pid`/`ipc: service:NAME`), as
+# "NAME=<container id>,...": when NAME's container is replaced, the joiner sits in a dead namespace and
+# `plan` recreates it (Compose does the same).
+JOINED: Final = f"{OURS}.joined"

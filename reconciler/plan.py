@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from reconciler import labels as L
-from reconciler.spec import FIELDS_LABEL, ProjectSpec, ServiceSpec, project_spec
+from reconciler.spec import FIELDS_LABEL, NAMESPACE_KEYS, ProjectSpec, ServiceSpec, project_spec
 from reconciler.status import Drift, DriftReason, Health
 
 _EXIT_RE = re.compile(r"^(?:Exited|Restarting) \((-?\d+)\)")
@@ -184,6 +184,8 @@ def make_plan(
                 continue
             c = paired
             change = _classify(project, svc, c, image_ids.get(svc.image))
+            if svc.joins and (change is None or change.action is Action.START):
+                change = _rejoin(svc, c, live, changes) or change
             if change is not None:
                 changes.append(change)
             elif c.state == "running" and c.health == "unhealthy":
@@ -238,6 +240,27 @@ def _classify(
         state = "paused" if c.state == "paused" else _exited(c, "stopped")
         return _change(Action.START, c, DriftReason.STOPPED, state)
     return None
+
+
+def _rejoin(svc: ServiceSpec, c: LiveContainer, live: LiveProject, changes: list[Change]) -> Change | None:
+    """A container that joined another service's namespace (``network_mode``/``pid``/``ipc``
+    ``service:NAME``) is stuck in the namespace of the container it joined at create (labels.JOINED):
+    recreate it when that container is gone, replaced, or about to be (as Compose does)."""
+    recorded = dict(p.partition("=")[::2] for p in c.labels.get(L.JOINED, "").split(",") if p)
+    for name in svc.joins:
+        live_id = next((t.id for t in live.service(name) if t.number == 1), None)
+        replacing = any(ch.service == name and ch.number == 1 and ch.action in _NEW for ch in changes)
+        if replacing or live_id is None or recorded.get(name) != live_id:
+            keys = tuple(k for k in NAMESPACE_KEYS if svc.config.get(k) == f"service:{name}")
+            why = "is being replaced" if replacing or live_id is None else "was replaced"
+            detail = f"joins the namespace of service {name!r} ({', '.join(keys)}), whose container {why}"
+            return Change(
+                Action.RECREATE, svc.name, c.number or 0, c.name, (DriftReason.CONFIG,), detail, keys, c.id
+            )
+    return None
+
+
+_NEW = (Action.CREATE, Action.RECREATE)
 
 
 def completed(project: ProjectSpec, svc: ServiceSpec, c: LiveContainer) -> bool:

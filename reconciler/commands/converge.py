@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.names import validate_project_name
@@ -30,7 +31,7 @@ def main(args: argparse.Namespace) -> int:
     if args.command == "down":
         project = validate_project_name(args.project)
         with project_lock(project):  # the daemon's lock: never in the middle of one of its deploys
-            _converger().down(project, volumes=args.volumes, timeout=args.timeout)
+            _converger(args).down(project, volumes=args.volumes, timeout=args.timeout)
         print(f"{project}: removed containers and networks" + (" and volumes" if args.volumes else ""))
         return 0
     if args.project:
@@ -38,7 +39,7 @@ def main(args: argparse.Namespace) -> int:
     rendered = _render(args)
     validate_project_name(rendered.name)
     if args.command == "plan":
-        plan = _converger().plan(rendered)
+        plan = _converger(args).plan(rendered)
         if args.format == "json":
             print(json.dumps(plan.to_dict(), indent=2))
         else:
@@ -46,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
         return 0 if plan.is_noop else EXIT_PENDING
     started = time.monotonic()
     with project_lock(rendered.name):
-        plan = _converger().up(rendered, timeout=args.timeout, allow_empty=args.allow_empty)
+        plan = _converger(args).up(rendered, timeout=args.timeout, allow_empty=args.allow_empty)
     _print_plan(plan, done=True)
     print(f"{rendered.name}: converged in {time.monotonic() - started:.1f}s")
     return 0
@@ -66,11 +67,24 @@ def _render(args: argparse.Namespace) -> RenderedLike:
     return render(options)
 
 
-def _converger() -> Converger:
+def _converger(args: argparse.Namespace) -> Converger:
     from reconciler.converge import Converger  # imports docker-py: only once we know we need Docker
     from reconciler.engine import DockerEngine
 
-    return Converger(DockerEngine())
+    return Converger(DockerEngine(), state_dir=state_dir(args))
+
+
+def state_dir(args: argparse.Namespace) -> Path:
+    """Where `up` writes (and `down` removes) the files of content-based secrets and configs: the
+    daemon's state_dir with ``-c``, so both find the same files; else $XDG_STATE_HOME/reconciler, or
+    ~/.local/state/reconciler (the XDG default)."""
+    if getattr(args, "config", None):
+        from reconciler.config import load_config
+
+        return Path(load_config(args.config).state_dir)
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "reconciler"
 
 
 def _print_plan(plan: Plan, *, done: bool = False) -> None:

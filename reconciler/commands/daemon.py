@@ -55,9 +55,8 @@ def _daemon(cfg: Config, *, metrics: bool = False, owner: bool = False) -> Daemo
     from reconciler.engine import DockerEngine
     from reconciler.state import State
 
-    daemon = Daemon(
-        cfg, state=State.open(cfg.state_dir), converger=Converger(DockerEngine.from_env()), owner=owner
-    )
+    converger = Converger(DockerEngine.from_env(), state_dir=cfg.state_dir)
+    daemon = Daemon(cfg, state=State.open(cfg.state_dir), converger=converger, owner=owner)
     if metrics:
         from reconciler.report.metrics import Metrics
 

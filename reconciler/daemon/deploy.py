@@ -90,6 +90,8 @@ class Resolved:
     commit: str
     tree: str  # the checkout tree's directory name (io.reconciler.checkout on the containers)
     bind_digests: Mapping[str, str] = field(default_factory=dict)
+    # The variables it was rendered with: `environment:` secrets and configs take their values from them.
+    environment: Mapping[str, str] = field(default_factory=dict, repr=False)
 
 
 T = TypeVar("T")
@@ -161,6 +163,7 @@ class Deployer:
             model=model,
             commit=commit,
             tree=tree.name,
+            environment=rendered.environment,
         )
         return replace(resolved, bind_digests=self._digests(target, commit, resolved))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from reconciler.spec.hash import FIELDS_LABEL, HASH_VERSION
 from reconciler.spec.model import (
+    NAMESPACE_KEYS,
     BuildSpec,
     Condition,
     NetworkSpec,
@@ -22,6 +23,7 @@ __all__ = [
     "COMPOSE_VERSION",
     "FIELDS_LABEL",
     "HASH_VERSION",
+    "NAMESPACE_KEYS",
     "BuildSpec",
     "Condition",
     "NetworkSpec",

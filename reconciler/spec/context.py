@@ -20,6 +20,8 @@ class _Context:
     # bind/secret/config source path (as written) -> content digest, resolved by the deployer at deploy
     # time (git object ids of the checkout): a push that leaves a mounted file alone recreates nothing.
     digests: Mapping[str, str] = field(default_factory=dict)
+    # "secrets"/"configs" -> compose key -> sha256 of the value, for those with `content:`/`environment:`.
+    contents: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 def _unsupported(service: str, key: str, why: str, hint: str | None = None) -> UnsupportedError:

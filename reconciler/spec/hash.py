@@ -36,7 +36,7 @@ def _legacy(config: Mapping[str, Any]) -> dict[str, Any]:
             mounts = []
             for m in out[key]:
                 m = {k: v for k, v in m.items() if k != "digest"}
-                if key != "volumes" or m.get("type") == "bind":
+                if (key != "volumes" or m.get("type") == "bind") and "source" in m:
                     m["source"] = os.path.realpath(m["source"])
                 mounts.append(m)
             out[key] = mounts

@@ -9,7 +9,11 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from reconciler import labels as L
+from reconciler.spec.contents import ContentFile
 from reconciler.spec.hash import HASH_VERSION
+
+# Keys that may name another service's container, whose namespace the container then joins.
+NAMESPACE_KEYS = ("network_mode", "pid", "ipc")
 
 
 class Condition(StrEnum):
@@ -84,6 +88,13 @@ class ServiceSpec:
             return live in (self.legacy_hash, self.config_hash)
         return version == str(HASH_VERSION) and live == self.config_hash
 
+    @property
+    def joins(self) -> tuple[str, ...]:
+        """Services whose replica 1 this one shares a namespace with (``network_mode``/``pid``/``ipc``
+        ``service:NAME``): its containers must be recreated whenever that container is."""
+        refs = (str(self.config.get(k) or "") for k in NAMESPACE_KEYS)
+        return tuple(sorted({r.removeprefix("service:") for r in refs if r.startswith("service:")}))
+
     def container(self, project: str, number: int) -> str:
         """The container name: Compose's ``{project}-{service}-{n}`` unless ``container_name`` is set."""
         return self.container_name or f"{project}-{self.name}-{number}"
@@ -121,6 +132,8 @@ class ProjectSpec:
     services: tuple[ServiceSpec, ...]  # in dependency order: every dependency before its dependents
     networks: tuple[NetworkSpec, ...]
     volumes: tuple[VolumeSpec, ...]
+    # Content-based secrets and configs the services mount, for reconciler.contentfiles to write.
+    files: tuple[ContentFile, ...] = ()
 
     def service(self, name: str) -> ServiceSpec | None:
         return next((s for s in self.services if s.name == name), None)
@@ -137,7 +150,8 @@ class RenderedLike(Protocol):
     """What we need of ``reconciler.render.RenderedProject`` (kept structural: spec takes only
     ``unescape_dollars`` from render).
 
-    An object may also carry ``bind_digests`` (source path -> content digest, resolved at deploy time)."""
+    An object may also carry ``bind_digests`` (source path -> content digest, resolved at deploy time) and
+    ``environment`` (the variables it was rendered with: `environment:` secrets and configs read them)."""
 
     @property
     def name(self) -> str: ...

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from reconciler.errors import Location, UnsupportedError
+from reconciler.spec.contents import SOURCES, _content_mount, is_content
 from reconciler.spec.context import _Context, _unsupported
 from reconciler.spec.units import _bytes
 
@@ -70,14 +71,17 @@ def _mount(ctx: _Context, service: str, v: Any) -> dict[str, Any]:
 
 
 def _files(model: Mapping[str, Any], kind: str) -> dict[str, str]:
+    """Compose key -> file of the file-based ``kind``; the content-based ones are ``contents``'."""
     out: dict[str, str] = {}
     for key, value in (model.get(kind) or {}).items():
         value = value or {}
+        if is_content(kind, value):
+            continue
         if not value.get("file") or set(value) - {"file", "name"}:
             raise UnsupportedError(
-                f"only file-based {kind} are supported (found {sorted(set(value) - {'name'})})",
+                f"{kind} from {sorted(set(value) - {'name'})} are not supported outside swarm",
                 Location(key=f"{kind}.{key}"),
-                hint=f"use `file:` for {kind}, or deploy with docker compose",
+                hint=f"give {kind} a `file:` or {' or '.join(f'`{s}:`' for s in SOURCES[kind])}",
             )
         out[key] = str(value["file"])
     return out
@@ -88,15 +92,23 @@ def _file_mount(ctx: _Context, service: str, kind: str, ref: Any) -> dict[str, A
     ref = {"source": ref} if isinstance(ref, str) else dict(ref)
     source = str(ref.get("source"))
     files = ctx.secrets if kind == "secrets" else ctx.configs
-    if source not in files:
-        raise _unsupported(service, kind, f"{kind[:-1]} {source!r} is not declared at the top level")
-    if set(ref) - {"source", "target"}:
-        raise _unsupported(service, kind, f"{kind} option(s) {sorted(set(ref) - {'source', 'target'})}")
+    # Compose's defaults: /run/secrets/<name> for secrets, /<name> for configs; relative targets likewise.
     target = str(ref.get("target") or source)
     if kind == "secrets" and not target.startswith("/"):
         target = f"/run/secrets/{target}"
     elif not target.startswith("/"):
         target = f"/{target}"
+    digest = (ctx.contents.get(kind) or {}).get(source)
+    if digest is not None:
+        return _content_mount(service, kind, ref, target, digest)
+    if source not in files:
+        raise _unsupported(service, kind, f"{kind[:-1]} {source!r} is not declared at the top level")
+    if set(ref) - {"source", "target"}:
+        raise _unsupported(
+            service,
+            kind,
+            f"{kind} option(s) {sorted(set(ref) - {'source', 'target'})} (only for `content`/`environment`)",
+        )
     out = {"source": files[source], "target": target}
     if files[source] in ctx.digests:
         out["digest"] = ctx.digests[files[source]]

@@ -23,8 +23,11 @@ _IPAM_POOL_KEYS = (("subnet", "Subnet"), ("gateway", "Gateway"), ("ip_range", "I
 def _networks(ctx: _Context, service: str, svc: Mapping[str, Any], c: dict[str, Any]) -> None:
     mode = svc.get("network_mode")
     if mode:
-        if mode not in ("host", "none", "bridge"):
+        mode = str(mode)
+        if mode not in ("host", "none", "bridge") and not _shared(mode):
             raise _unsupported(service, "network_mode", f"network_mode {mode!r} is not supported")
+        if _shared(mode):
+            _refuse_own_network(service, svc, mode)
         c["network_mode"] = mode
         return
     nets: dict[str, Any] = {}
@@ -48,6 +51,31 @@ def _networks(ctx: _Context, service: str, svc: Mapping[str, Any], c: dict[str, 
         # Compose connects by priority (highest first), then by name; the first becomes NetworkMode.
         order.append((-int(opts.get("priority") or 0), name))
     c["networks"] = {name: nets[name] for _, name in sorted(order)}
+
+
+def _shared(mode: str) -> bool:
+    """``service:NAME`` or ``container:NAME``: the namespace of another container (pid, ipc, network)."""
+    kind, _, ref = mode.partition(":")
+    return kind in ("service", "container") and bool(ref)
+
+
+# Keys that configure a network stack of the container's own. Docker refuses each of them with a
+# container network mode ("conflicting options: ... and the network mode", runconfig's
+# validateNetContainerMode); Compose passes them on and fails at create. We name the key up front.
+_OWN_NETWORK_KEYS = ("ports", "expose", "hostname", "dns", "extra_hosts", "mac_address", "links")
+
+
+def _refuse_own_network(service: str, svc: Mapping[str, Any], mode: str) -> None:
+    for key in _OWN_NETWORK_KEYS:
+        if svc.get(key):
+            raise _unsupported(
+                service,
+                key,
+                f"`{key}` cannot be combined with network_mode {mode!r}: the container uses the network "
+                "stack of another container, and Docker refuses its own ports, hostname, DNS servers, "
+                "hosts entries, MAC address and links there",
+                hint=f"remove `{key}` from service {service!r} (set it where the network is owned)",
+            )
 
 
 def _network(project: str, key: str, raw: Mapping[str, Any]) -> NetworkSpec:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 
 from reconciler.errors import Location, UnsupportedError
 from reconciler.render import unescape_dollars
+from reconciler.spec.contents import _digest, _values, content_files
 from reconciler.spec.context import _Context
 from reconciler.spec.model import ProjectSpec, RenderedLike, ServiceSpec
 from reconciler.spec.mounts import _files
@@ -30,6 +31,8 @@ def project_spec(project: RenderedLike) -> ProjectSpec:
     name = project.name
     networks = tuple(_network(name, k, v or {}) for k, v in sorted((model.get("networks") or {}).items()))
     volumes = tuple(_volume(name, k, v or {}) for k, v in sorted((model.get("volumes") or {}).items()))
+    environment = getattr(project, "environment", None)
+    values = {kind: _values(model, kind, environment) for kind in ("secrets", "configs")}
     ctx = _Context(
         project=name,
         networks={n.key: n.name for n in networks},
@@ -37,10 +40,12 @@ def project_spec(project: RenderedLike) -> ProjectSpec:
         secrets=_files(model, "secrets"),
         configs=_files(model, "configs"),
         digests=dict(getattr(project, "bind_digests", None) or {}),
+        contents={kind: {k: _digest(v) for k, v in vs.items()} for kind, vs in values.items()},
     )
     raw = model.get("services") or {}
     services = {s: _service(ctx, s, raw[s] or {}) for s in sorted(raw)}
     return ProjectSpec(
+        files=content_files({s.name: s.config for s in services.values()}, values),
         name=name,
         working_dir=project.working_dir,
         config_files=tuple(project.config_files),

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler import labels as L
+from reconciler.spec.contents import content_path
 from reconciler.spec.hash import FIELDS_LABEL, HASH_VERSION, canonical_json
 from reconciler.spec.model import ProjectSpec, ServiceSpec
 
@@ -44,8 +45,12 @@ def container_request(
     image_id: str,
     extra_labels: Mapping[str, str] = {},  # read only, so a shared default is safe
     keep_volumes: Mapping[str, str] = {},  # target -> anonymous volume to carry over
+    joined: Mapping[str, str] = {},  # service -> ID of its replica 1, for `service:NAME` namespaces
+    files_dir: str = "",  # where the adapter wrote this project's content-based secrets and configs
 ) -> ContainerRequest:
-    """Translate a normalized service into the Engine API create request for replica ``number``."""
+    """Translate a normalized service into the Engine API create request for replica ``number``.
+
+    ``joined`` must hold every service of ``service.joins`` (the converger looks their IDs up)."""
     c = service.config
     name = service.container(project.name, number)
     labels = {
@@ -67,6 +72,8 @@ def container_request(
         **extra_labels,
         L.MANAGED: "true",
     }
+    if service.joins:
+        labels[L.JOINED] = ",".join(f"{s}={joined[s]}" for s in service.joins)
     exposed: dict[str, dict[str, Any]] = {}
     bindings: dict[str, list[dict[str, str]]] = {}
     for p in c.get("ports", ()):
@@ -80,7 +87,7 @@ def container_request(
         first, _, last = port.partition("-")
         for n in range(int(first), int(last or first) + 1):
             exposed[f"{n}/{proto}"] = {}
-    binds, mounts = _mounts(c, keep_volumes)
+    binds, mounts = _mounts(c, keep_volumes, files_dir)
     host: dict[str, Any] = {
         "Binds": binds,
         "Mounts": mounts,
@@ -103,8 +110,8 @@ def container_request(
             {"PathOnHost": d["source"], "PathInContainer": d["target"], "CgroupPermissions": d["permissions"]}
             for d in c.get("devices", ())
         ],
-        "PidMode": c.get("pid", ""),
-        "IpcMode": c.get("ipc", ""),
+        "PidMode": namespace(c.get("pid", ""), joined),
+        "IpcMode": namespace(c.get("ipc", ""), joined),
     }
     if c.get("init"):
         host["Init"] = True
@@ -152,7 +159,7 @@ def container_request(
         body["Healthcheck"] = {api: hc[key] for key, api in _HEALTHCHECK_KEYS if key in hc}
     connect: list[tuple[str, Mapping[str, Any]]] = []
     if "network_mode" in c:
-        host["NetworkMode"] = c["network_mode"]
+        host["NetworkMode"] = namespace(c["network_mode"], joined)
     else:
         for i, (net, ep) in enumerate(c["networks"].items()):
             endpoint: dict[str, Any] = {"Aliases": [service.name, name, *ep.get("aliases", ())]}
@@ -169,6 +176,13 @@ def container_request(
             else:
                 connect.append((net, endpoint))
     return ContainerRequest(name=name, body=body, connect=tuple(connect), platform=c.get("platform"))
+
+
+def namespace(mode: str, joined: Mapping[str, str]) -> str:
+    """``service:NAME`` as Compose passes it to Docker: ``container:<ID of NAME's container>``. By ID, not
+    name, so a replaced container is told apart from its predecessor (see labels.JOINED)."""
+    kind, _, ref = mode.partition(":")
+    return f"container:{joined[ref]}" if kind == "service" else mode
 
 
 def _volumes_from(project: ProjectSpec, value: str) -> str:
@@ -207,7 +221,9 @@ def _restart_policy(restart: str) -> dict[str, Any]:
     return {"Name": "" if name == "no" else name, "MaximumRetryCount": int(count or 0)}
 
 
-def _mounts(c: Mapping[str, Any], keep: Mapping[str, str]) -> tuple[list[str], list[dict[str, Any]]]:
+def _mounts(
+    c: Mapping[str, Any], keep: Mapping[str, str], files_dir: str
+) -> tuple[list[str], list[dict[str, Any]]]:
     """Binds that may create their host path go through the legacy ``Binds`` (the Mounts API refuses a
     missing source, Compose relies on this too); everything else is a Mount."""
     binds: list[str] = []
@@ -244,5 +260,7 @@ def _mounts(c: Mapping[str, Any], keep: Mapping[str, str]) -> tuple[list[str], l
             mounts.append({"Type": "volume", "Source": volume, "Target": target, "ReadOnly": False})
     for key in ("secrets", "configs"):
         for f in c.get(key, ()):
-            mounts.append({"Type": "bind", "Source": f["source"], "Target": f["target"], "ReadOnly": True})
+            # Content-based: the file the converger wrote under the state directory (a digest names it).
+            source = f["source"] if "source" in f else f"{files_dir}/{content_path(key, f)}"
+            mounts.append({"Type": "bind", "Source": source, "Target": f["target"], "ReadOnly": True})
     return binds, mounts

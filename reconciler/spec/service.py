@@ -12,7 +12,7 @@ from reconciler.spec.context import _Context, _put, _str_list, _unsupported
 from reconciler.spec.hash import _legacy, canonical_json, config_hash, field_hashes, hashed
 from reconciler.spec.model import BuildSpec, Condition, Dependency, PullPolicy, ServiceSpec
 from reconciler.spec.mounts import _by_target, _file_mount, _mount
-from reconciler.spec.networks import _networks
+from reconciler.spec.networks import _networks, _shared
 from reconciler.spec.units import _bytes, _duration_ns
 
 # Service keys that become part of the container we create, and so of the config hash.
@@ -91,9 +91,10 @@ def _service(ctx: _Context, name: str, svc: Mapping[str, Any]) -> ServiceSpec:
         c["platform"] = str(svc["platform"])
     for key in ("pid", "ipc"):
         if svc.get(key):
-            if str(svc[key]).startswith(("service:", "container:")):
-                raise _unsupported(name, key, f"{key} {svc[key]!r} (sharing with another container)")
-            c[key] = str(svc[key])
+            value = str(svc[key])
+            if value.startswith(("service:", "container:")) and not _shared(value):
+                raise _unsupported(name, key, f"{key} {value!r} names no service or container")
+            c[key] = value  # `service:NAME` becomes `container:<ID>` at create (request.namespace)
     for key in ("privileged", "init", "read_only", "tty", "stdin_open"):
         if svc.get(key):
             c[key] = True

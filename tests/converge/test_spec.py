@@ -247,7 +247,7 @@ def test_build_only_service_gets_compose_image_name() -> None:
             {"deploy": {"resources": {"reservations": {"generic_resources": [{}]}}}},
             "deploy.resources.reservations",
         ),
-        ({"network_mode": "service:db"}, "network_mode"),
+        ({"network_mode": "sideways"}, "network_mode"),
         ({"pull_policy": "daily"}, "pull_policy"),
         ({"build": {"context": ".", "ssh": ["default"]}}, "build.ssh"),
         ({"volumes": [{"type": "npipe", "source": "x", "target": "/x"}]}, "volumes"),
@@ -268,7 +268,7 @@ def test_unsupported_keys_are_refused_by_name(service: dict[str, Any], key: str)
 
 def test_unsupported_top_level_and_secret_sources_are_refused() -> None:
     """Top-level keys and secret sources we cannot converge are refused, naming the key."""
-    for extra in ({"models": {"m": {}}}, {"secrets": {"token": {"environment": "TOKEN"}}}):
+    for extra in ({"models": {"m": {}}}, {"secrets": {"token": {"external": True}}}):
         with pytest.raises(UnsupportedError) as err:
             project_spec(rendered({**copy.deepcopy(MODEL), **extra}))
         assert err.value.location.key is not None and err.value.location.key.split(".")[0] in extra
