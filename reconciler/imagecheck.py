@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from reconciler.spec import RenderedLike
 
 REGISTRY = "registry"
-# docker.io's two spellings and its implicit "library/" for official images, as RepoDigests shorten them.
-_HUB_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+# Docker Hub's spellings: RepoDigests drop them (and "library/" of official images).
+_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
 # --- pure decisions ---
@@ -42,12 +42,15 @@ def repository(ref: str) -> str:
 
 
 def normalized(name: str) -> str:
-    """A repository as Docker shortens it in RepoDigests (``docker.io/library/x`` is ``x``)."""
-    for prefix in _HUB_PREFIXES:
-        if name.startswith(prefix):
-            name = name[len(prefix) :]
-            return name.removeprefix("library/") if name.count("/") == 1 else name
-    return name
+    """A repository as Docker shortens it in RepoDigests: Docker Hub's host and its ``library/`` dropped
+    (``docker.io/library/x`` and ``library/x`` are ``x``); other registries' names are kept as written."""
+    first, _, rest = name.partition("/")
+    if rest and first in _HUB_HOSTS:
+        name = rest
+    elif rest and ("." in first or ":" in first or first == "localhost"):
+        return name  # another registry: its names are not shortened
+    library, _, image = name.partition("/")
+    return image if library == "library" and image and "/" not in image else name
 
 
 def images_to_check(images: Iterable[tuple[str, bool]]) -> tuple[str, ...]:
@@ -94,11 +97,14 @@ class ImageChecker:
         engine: Callable[[], RegistryEngine],
         count: Callable[[str, str, str], None],
         clock: Callable[[], float] = time.monotonic,
+        *,
+        lookups: Callable[[], RegistryEngine] | None = None,
     ) -> None:
-        """``engine`` makes the adapter on first use; ``count(app, environment, reason)`` counts a
-        registry check that failed (the daemon passes ``reconciler_retries_total``)."""
-        self._make_engine = engine
-        self._engine: RegistryEngine | None = None
+        """``engine`` makes the adapter on first use (pulls, local inspects); ``lookups`` the one asking
+        registries (a shorter timeout: a slow registry is no verdict); ``count(app, environment, reason)``
+        counts a registry check or pull that failed (the daemon passes ``reconciler_retries_total``)."""
+        self._makers = {"engine": engine, "lookups": lookups or engine}
+        self._engines: dict[str, RegistryEngine] = {}
         self._count = count
         self._clock = clock
         self._lock = threading.Lock()
@@ -138,7 +144,7 @@ class ImageChecker:
                 local = self._adapter().image_repo_digests(ref)
                 if local is None:
                     continue  # not on this host: the next deploy pulls it anyway (pull_policy missing)
-                remote = self._adapter().registry_digest(ref)
+                remote = self._adapter("lookups").registry_digest(ref)
             except ReconcilerError as err:
                 # An unreachable, slow or failing registry is no verdict: keep the last one, try later.
                 log.warning("image_check.failed", image=ref, error=str(err))
@@ -179,11 +185,11 @@ class ImageChecker:
             self._last.pop(project, None)
             self._moved.pop(project, None)
 
-    def _adapter(self) -> RegistryEngine:
+    def _adapter(self, which: str = "engine") -> RegistryEngine:
         with self._lock:
-            if self._engine is None:
-                self._engine = self._make_engine()
-            return self._engine
+            if which not in self._engines:
+                self._engines[which] = self._makers[which]()
+            return self._engines[which]
 
 
 def _services(rendered: RenderedLike) -> dict[str, tuple[str, bool]]:

@@ -549,9 +549,13 @@ class Daemon:
 
 
 def _image_checker(daemon: Daemon) -> ImageChecker:
-    """Registry checks get an Engine client of their own with a short timeout: a slow registry delays
-    one drift check by at most that, and never holds the connection deploys use."""
+    """Registry lookups get an Engine client of their own with a short timeout: a slow registry delays
+    one drift check by at most that per image, and never holds the client deploys use."""
     from reconciler.engine import DockerEngine
     from reconciler.imagecheck import ImageChecker
 
-    return ImageChecker(lambda: DockerEngine.from_env(timeout=_REGISTRY_TIMEOUT), daemon._count_retry)
+    return ImageChecker(
+        DockerEngine.from_env,
+        daemon._count_retry,
+        lookups=lambda: DockerEngine.from_env(timeout=_REGISTRY_TIMEOUT),
+    )

@@ -30,16 +30,13 @@ pytestmark = pytest.mark.docker
 
 
 def _config(tmp: Path, repo: Repo, project: str, image: str, **env: Any) -> Path:
-    """One environment, one service running ``image`` (committed to the test repository)."""
-    compose = {
-        "services": {
-            "app": {
-                "image": image,
-                "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
-                "stop_grace_period": "2s",
-            }
-        }
+    """One environment, two services running ``image`` (committed to the test repository)."""
+    service = {
+        "image": image,
+        "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
+        "stop_grace_period": "2s",
     }
+    compose = {"services": {"app": service, "worker": service}}
     repo.commit("master", {"image.yml": yaml.safe_dump(compose)})
     production = {"branch": "master", "project": project, "compose": ["image.yml"], "timeout": "60s", **env}
     app = {"repo": str(repo.bare), "poll_interval": "1h", "environments": {"production": production}}
@@ -124,7 +121,7 @@ def test_retagged_image_is_reported_then_sync_recreates(
         new = _other_image(scratch, local_tag.replace(":1", ":other"), "moved")
         docker_client.images.get(new).tag(local_tag)
         drifts = wait_for(lambda: _image_drifts(d.api()[project]), 30)
-        assert isinstance(drifts, list) and drifts[0]["service"] == "app"
+        assert isinstance(drifts, list) and sorted(x["service"] for x in drifts) == ["app", "worker"]
         assert old.removeprefix("sha256:")[:12] in drifts[0]["detail"]
         key = (
             "reconciler_service_drift",
@@ -150,7 +147,7 @@ def test_retagged_image_is_reported_then_sync_recreates(
             timeout=240,
         )
         assert sync.returncode == 0, sync.stderr
-        assert containers(docker_client, project)["app"].image.id == new
+        assert {c.image.id for c in containers(docker_client, project).values()} == {new}
         wait_for(lambda: not _image_drifts(d.api()[project]), 30)
         wait_for(lambda: key not in d.metrics(), 30)
     finally:
@@ -167,11 +164,20 @@ def test_retagged_image_self_heals(
     daemon.poll("demo")
     assert daemon.queue.wait_idle(240)
     try:
+        # One image lookup per distinct image per drift check, however many services share it.
+        engine = daemon.converger._engine
+        looked_up: list[str] = []
+        image_id = engine.image_id
+        engine.image_id = lambda ref: looked_up.append(ref) or image_id(ref)
+        daemon.check_drift()
+        assert looked_up == [local_tag]
+        engine.image_id = image_id
+
         new = _other_image(scratch, local_tag.replace(":1", ":other"), "healed")
         docker_client.images.get(new).tag(local_tag)
         daemon.check_drift()
         assert daemon.queue.wait_idle(120)
-        assert containers(docker_client, project)["app"].image.id == new
+        assert {c.image.id for c in containers(docker_client, project).values()} == {new}
         daemon.check_drift()
         status = {s.project: s for s in daemon.environments()}[project]
         assert status.drifts == ()
@@ -293,12 +299,12 @@ def test_newer_image_in_registry_is_drift_and_healing_pulls(
             def healed() -> bool:
                 daemon.check_drift()
                 assert daemon.queue.wait_idle(120)
-                return bool(containers(scratch.client, project)["app"].image.id == new)
+                return {c.image.id for c in containers(scratch.client, project).values()} == {new}
 
             wait_for(healed, 60)
         else:
             drifts = wait_for(lambda: _registry_drifts(daemon, project), 30)
-            assert isinstance(drifts, list) and [d.service for d in drifts] == ["app"]
+            assert isinstance(drifts, list) and sorted(d.service for d in drifts) == ["app", "worker"]
             assert "registry has a newer image" in drifts[0].detail
             assert digest.removeprefix("sha256:")[:12] in drifts[0].detail
             assert containers(scratch.client, project)["app"].image.id == old  # reported only
@@ -309,7 +315,7 @@ def test_newer_image_in_registry_is_drift_and_healing_pulls(
                 timeout=240,
             )
             assert sync.returncode == 0, sync.stderr
-            assert containers(scratch.client, project)["app"].image.id == new
+            assert {c.image.id for c in containers(scratch.client, project).values()} == {new}
         assert scratch.client.images.get(ref).id == new
         wait_for(lambda: _registry_drifts(daemon, project) == [], 30)
     finally:
