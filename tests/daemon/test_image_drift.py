@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import contextlib
+import http.server
 import io
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -322,24 +325,64 @@ def test_newer_image_in_registry_is_drift_and_healing_pulls(
         daemon.queue.shutdown()
 
 
-def test_unreachable_registry_is_no_drift_but_counted(
-    tmp_path: Path, repo: Repo, scratch: Scratch, registry: Registry
+class _Failing(http.server.BaseHTTPRequestHandler):
+    """A registry that answers every request with 503, after ``delay`` seconds."""
+
+    delay = 0.0
+
+    def do_GET(self) -> None:
+        time.sleep(self.delay)
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+
+def _failed_checks(daemon: Any) -> float:
+    for line in daemon.metrics.exposition()[0].decode().splitlines():
+        if line.startswith("reconciler_retries_total{") and 'reason="image_check"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_unreachable_failing_or_slow_registry_is_no_drift_but_counted(
+    tmp_path: Path, repo: Repo, scratch: Scratch, registry: Registry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A registry that stopped answering is never a verdict: no drift, and the failed check is counted in
-    reconciler_retries_total{reason="image_check"}."""
+    """A registry that stopped, answers 503, or answers too slowly is never a verdict: no drift, the
+    container is kept, and each failed check is counted in reconciler_retries_total{reason="image_check"}."""
+    import reconciler.daemon.core
+
+    monkeypatch.setattr(reconciler.daemon.core, "_REGISTRY_TIMEOUT", 3.0)  # "slow" comes sooner
     _, old, _, daemon = _deployed_from_registry(tmp_path, repo, scratch, registry)
+    registry.stop()
     try:
-        registry.stop()
-        counted = 'reason="image_check"'
+        for delay in (None, 0.0, 10.0):  # refused connection, 503 at once, 503 after the timeout
+            server = None
+            if delay is not None:
+                handler = type("Handler", (_Failing,), {"delay": delay})
+                server = _Server(("127.0.0.1", registry.port), handler)
+                threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+                before = _failed_checks(daemon)
 
-        def failed_checks() -> bool:
-            assert _registry_drifts(daemon, scratch.project) == []
-            return any(
-                line.startswith("reconciler_retries_total") and counted in line
-                for line in daemon.metrics.exposition()[0].decode().splitlines()
-            )
+                def counted(before: float = before) -> bool:
+                    assert _registry_drifts(daemon, scratch.project) == []
+                    return _failed_checks(daemon) > before
 
-        wait_for(failed_checks, 30)
-        assert containers(scratch.client, scratch.project)["app"].image.id == old
+                wait_for(counted, 60)
+            finally:
+                if server is not None:
+                    server.shutdown()
+                    server.server_close()
+        assert {c.image.id for c in containers(scratch.client, scratch.project).values()} == {old}
     finally:
         daemon.queue.shutdown()
