@@ -70,6 +70,7 @@ class Scratch:
         self.client = client
         self.project = f"tim{uuid.uuid4().hex[:6]}-production"
         self.images: list[str] = []
+        self.repositories: list[str] = []  # pushed here: the digest references a push or pull leaves
 
     def tag(self, image: str, ref: str) -> None:
         name, _, tag = ref.rpartition(":")
@@ -84,6 +85,11 @@ class Scratch:
         for ref in reversed(self.images):
             with contextlib.suppress(docker.errors.APIError):
                 self.client.api.remove_image(ref)
+        for image in self.client.api.images(all=True):
+            for digest in image.get("RepoDigests") or ():
+                if digest.partition("@")[0] in self.repositories:
+                    with contextlib.suppress(docker.errors.APIError):
+                        self.client.api.remove_image(digest)
 
 
 @pytest.fixture
@@ -262,6 +268,7 @@ def _deployed_from_registry(
 ) -> tuple[str, str, Path, Any]:
     """The base image pushed as REGISTRY/app:1 and deployed by a daemon with `image_check: registry`."""
     ref = f"{registry.host}/app:1"
+    scratch.repositories.append(f"{registry.host}/app")
     scratch.tag(BASE_IMAGE, ref)
     _push(scratch.client, ref)
     old = str(scratch.client.images.get(ref).id)
