@@ -164,11 +164,14 @@ class ImageChecker:
         plan sees the tag's new image ID and recreates (`pull_policy: missing` alone would keep the old)."""
         if target.env.image_check != REGISTRY:
             return
-        self.check(target, _services(rendered))
+        services = _services(rendered)
+        self.check(target, services)
         with self._lock:
             moved = dict(self._moved.get(target.project, {}))
         log = logs.get(app=target.app.name, environment=target.env.name, project=target.project)
-        for ref in moved:
+        for ref in images_to_check(services.values()):
+            if ref not in moved:
+                continue  # unchanged in the registry, or no longer used by this revision
             try:
                 self._adapter().pull_image(ref)
             except ReconcilerError as err:
