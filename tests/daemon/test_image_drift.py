@@ -39,7 +39,7 @@ def _config(tmp: Path, repo: Repo, project: str, image: str, **env: Any) -> Path
         "command": ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 1; done"],
         "stop_grace_period": "2s",
     }
-    compose = {"services": {"app": service, "worker": service}}
+    compose = {"services": {"app": service, "worker": dict(service)}}  # no YAML alias
     repo.commit("master", {"image.yml": yaml.safe_dump(compose)})
     production = {"branch": "master", "project": project, "compose": ["image.yml"], "timeout": "60s", **env}
     app = {"repo": str(repo.bare), "poll_interval": "1h", "environments": {"production": production}}
