@@ -371,6 +371,22 @@ class DockerEngine:
         image = self._maybe(f"inspect image {ref}", self._api.inspect_image, ref)
         return str(image["Id"]) if image else None
 
+    def image_repo_digests(self, ref: str) -> tuple[str, ...] | None:
+        """The local image's ``RepoDigests`` (``name@sha256:...``: pulled or pushed as); None: no image."""
+        image = self._maybe(f"inspect image {ref}", self._api.inspect_image, ref)
+        return None if image is None else tuple(str(d) for d in image.get("RepoDigests") or ())
+
+    def registry_digest(self, ref: str) -> str:
+        """The digest the registry serves for tag ``ref`` now. Asked through the Engine (GET
+        /distribution/{name}/json), so its insecure-registry, mirror and proxy settings apply; a registry
+        that fails or is unreachable is EngineUnavailable or EngineError, never an answer."""
+        what = f"ask the registry for the digest of {ref}"
+        out = self._do(what, self._api.inspect_distribution, ref)
+        digest = str(((out or {}).get("Descriptor") or {}).get("digest") or "")
+        if not digest.startswith("sha256:"):
+            raise EngineUnavailable(f"{what}: the answer names no digest", reason="registry")
+        return digest
+
     def pull_image(self, ref: str, *, platform: str | None = None) -> str:
         """Pull ``ref``. A throttled, failing or unreachable registry is EngineUnavailable (transient) with
         reason registry_throttled, registry_5xx, dns, timeout or connection; no such tag or no access is

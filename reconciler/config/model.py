@@ -18,6 +18,10 @@ DEFAULT_DRIFT_INTERVAL = 15.0
 DEFAULT_POLL_INTERVAL = 30.0
 DEFAULT_DEPLOY_TIMEOUT = 120.0
 DEFAULT_MAX_CONCURRENT_DEPLOYS = 2
+DEFAULT_IMAGE_CHECK_INTERVAL = 300.0
+# Every registry check is one manifest request per image tag: below a second it is polling, not checking.
+MIN_IMAGE_CHECK_INTERVAL = 1.0
+IMAGE_CHECKS = ("local", "registry")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -42,6 +46,9 @@ class EnvConfig:
     ttl: float | None = None  # seconds
     url: str | None = None  # template: {branch} (slug), {app}, {project}
     deploy_timeout: float = DEFAULT_DEPLOY_TIMEOUT  # seconds, per service, to start / become healthy
+    # "local": drift when a tag on this host moved; "registry": also when the registry's tag moved.
+    image_check: str = "local"
+    image_check_interval: float = DEFAULT_IMAGE_CHECK_INTERVAL  # seconds between registry checks
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property

@@ -16,8 +16,11 @@ from reconciler.config.fields import _FieldReaders
 from reconciler.config.model import (
     DEFAULT_DEPLOY_TIMEOUT,
     DEFAULT_DRIFT_INTERVAL,
+    DEFAULT_IMAGE_CHECK_INTERVAL,
     DEFAULT_MAX_CONCURRENT_DEPLOYS,
     DEFAULT_POLL_INTERVAL,
+    IMAGE_CHECKS,
+    MIN_IMAGE_CHECK_INTERVAL,
     AppConfig,
     Config,
     EnvConfig,
@@ -45,6 +48,8 @@ _ENV_KEYS = (
     "ttl",
     "url",
     "timeout",
+    "image_check",
+    "image_check_interval",
 )
 
 
@@ -140,6 +145,32 @@ class _Parser(_FieldReaders):
         return AppConfig(
             name=name, repo=repo, poll_interval=poll, webhook_secret=secret, environments=envs, line=line
         )
+
+    def image_check(self, m: _Map, where: str) -> str:
+        value = self.string(m, "image_check", f"{where}.image_check")
+        if value is None:
+            return "local"
+        if value not in IMAGE_CHECKS:
+            raise self.fail(
+                f"`image_check` must be one of {', '.join(IMAGE_CHECKS)}, not {value!r}",
+                m.key_lines["image_check"],
+                f"{where}.image_check",
+                hint="local: a tag moved on this host; registry: also ask the registry for the tag's digest",
+            )
+        return value
+
+    def image_check_interval(self, m: _Map, where: str) -> float:
+        key = "image_check_interval"
+        seconds: float = self.duration(m, key, f"{where}.{key}", DEFAULT_IMAGE_CHECK_INTERVAL)
+        if seconds < MIN_IMAGE_CHECK_INTERVAL:
+            raise self.fail(
+                f"`{key}` must be at least {MIN_IMAGE_CHECK_INTERVAL:g}s, not {seconds:g}s: each check asks "
+                "the registry for every image tag of the environment",
+                m.key_lines[key],
+                f"{where}.{key}",
+                hint="e.g. image_check_interval: 5m",
+            )
+        return seconds
 
     def environment(self, envs_map: _Map, app: str, name: Any, parent: str) -> EnvConfig:
         line = envs_map.key_lines[name]
@@ -238,5 +269,7 @@ class _Parser(_FieldReaders):
             ttl=ttl,
             url=self.template(m, "url", where, ("branch", "app", "project")),
             deploy_timeout=self.duration(m, "timeout", f"{where}.timeout", DEFAULT_DEPLOY_TIMEOUT),
+            image_check=self.image_check(m, where),
+            image_check_interval=self.image_check_interval(m, where),
             line=line,
         )

@@ -21,9 +21,12 @@ from reconciler.daemon.workqueue import Job, WorkQueue
 from reconciler.errors import DockerError, GitError, ReconcilerError
 from reconciler.status import Drift, DriftReason, EnvironmentStatus, Health, Result, Sync
 
+_REGISTRY_TIMEOUT = 15.0  # seconds for one registry digest lookup through the Engine
+
 if TYPE_CHECKING:
     from reconciler.config import AppConfig, Config, EnvConfig
     from reconciler.converge import Converger
+    from reconciler.imagecheck import ImageChecker
     from reconciler.report.metrics import Metrics
     from reconciler.source import GitSource
     from reconciler.state import State
@@ -67,6 +70,8 @@ class Daemon:
         self.deployer = Deployer(config, state, converger, metrics, self._sources.__getitem__, clock)
         self.queue = WorkQueue(config.max_concurrent_deploys)
         self.heal_limit = RateLimit(limit=5, window=600.0)
+        self.images = _image_checker(self)
+        self.deployer.before_up = self.images.before_up
         self._lock = threading.RLock()
         self._views: dict[str, AppView] = {name: AppView() for name in self._apps}
         self._targets: dict[str, Target] = {}
@@ -300,6 +305,7 @@ class Daemon:
                 return
             with self._lock:
                 self._targets.pop(project, None)
+                self.images.forget(project)
                 self._drifts.pop(project, None)
                 self._health.pop(project, None)
                 self._outcomes.pop(project, None)
@@ -332,13 +338,17 @@ class Daemon:
                 except ReconcilerError as err:
                     logs.get(project=target.project).warning("drift.plan_failed", error=str(err))
                     continue
-                drifts = plan.drifts()
+                drifts = plan.drifts() + self.images.drifts(target, rendered)  # `image_check: registry`
                 health = plan.health
             with self._lock:
                 self._drifts[target.project] = drifts
                 self._health[target.project] = health
             if drifts and target.env.self_heal and not self.queue.busy(target.project):
                 self._self_heal(target, drifts)
+
+    def _count_retry(self, app: str, environment: str, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.retry(app, environment, reason)
 
     def _self_heal(self, target: Target, drifts: tuple[Drift, ...]) -> None:
         if self.state.suspension(target.project) is not None:
@@ -536,3 +546,16 @@ class Daemon:
             f"{name!r} names several projects ({', '.join(t.project for t in hits)}); "
             "give the project name instead"
         )
+
+
+def _image_checker(daemon: Daemon) -> ImageChecker:
+    """Registry lookups get an Engine client of their own with a short timeout: a slow registry delays
+    one drift check by at most that per image, and never holds the client deploys use."""
+    from reconciler.engine import DockerEngine
+    from reconciler.imagecheck import ImageChecker
+
+    return ImageChecker(
+        DockerEngine.from_env,
+        daemon._count_retry,
+        lookups=lambda: DockerEngine.from_env(timeout=_REGISTRY_TIMEOUT),
+    )

@@ -125,6 +125,8 @@ class Deployer:
         # Tests shorten the retry schedule; production keeps the defaults.
         self.retry_first = _RETRY_FIRST
         self.retry_budget = _RETRY_BUDGET
+        # Runs before every converge (the daemon's registry image check pulls tags that moved there).
+        self.before_up: Callable[[Target, Resolved], None] | None = None
 
     # -- identity ----------------------------------------------------------------------------------
     def owner(self, app: str, environment: str) -> str:
@@ -346,6 +348,8 @@ class Deployer:
             )
 
     def _up(self, target: Target, resolved: Resolved, cancel: threading.Event | None) -> Any:
+        if self.before_up is not None:
+            self.before_up(target, resolved)
         return self.converger.up(
             resolved,
             timeout=float(target.env.deploy_timeout),
