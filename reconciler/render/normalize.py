@@ -110,10 +110,20 @@ def _volumes(value: Any, path: Path) -> Any:
             except SpecError as exc:
                 raise NormalizeError((*path, str(i)), str(exc)) from None
         elif isinstance(item, dict):
+            target = item.get("target")
+            if isinstance(target, str) and target:
+                # compose-go cleans a long-syntax target as Go's path.Clean does: `/opt/app/` -> `/opt/app`
+                item = {**item, "target": _go_clean(target)}
             out.append(item)
         else:
             raise NormalizeError((*path, str(i)), f"{_where(path)}: invalid volume {item!r}")
     return out
+
+
+def _go_clean(path: str) -> str:
+    """Go's path.Clean: like posixpath.normpath, except that a leading `//` is not kept."""
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
 
 
 def _devices(value: Any, path: Path) -> Any:
