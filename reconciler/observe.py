@@ -34,6 +34,8 @@ class Observer:
         names = None if projects is None else list(projects)
         one = names[0] if names and len(names) == 1 else None
         summaries = self._engine.list_containers(one)
+        if names == []:
+            return {}  # a ping (is Docker there?): the container list alone answers it
         networks = self._engine.list_networks({L.PROJECT: one})  # one None: every project's
         volumes = self._engine.list_volumes({L.PROJECT: one})
         live = parse_containers(summaries)
