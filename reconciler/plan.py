@@ -142,7 +142,8 @@ class Plan:
         return tuple(c for c in self.changes if c.service == service)
 
     def drifts(self) -> tuple[Drift, ...]:
-        """Every difference as a drift (one per change and reason), then the unhealthy containers."""
+        """Every difference as a drift (one per change and reason), then the unhealthy containers, then
+        the network and volume options (reported only)."""
         out = [Drift(c.service, r, c.details) for c in self.changes for r in c.reasons]
         return (*out, *self.unhealthy, *self.reported)
 
