@@ -215,3 +215,10 @@ def test_observe_lists_once_per_kind_and_inspects_only_new_or_updated(stack: Sta
     assert engine.calls["inspect"] == 3  # only the updated one again
     changes = {(c.container, c.reasons) for c in plan.changes}
     assert changes == {(f"{stack.name}-app-1", (DriftReason.LIMITS,))}
+    # The recreated container is a new ID: inspected once, and the old ID leaves the cache.
+    old = stack.ids()[f"{stack.name}-app-1"]
+    assert conv.observer.knows(old)
+    conv.up(stack.render(), timeout=60)
+    conv.observe([stack.name])
+    assert not conv.observer.knows(old) and conv.observer.knows(stack.ids()[f"{stack.name}-app-1"])
+    assert conv.plan(stack.render()).drifts() == ()
