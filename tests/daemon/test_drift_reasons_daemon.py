@@ -123,3 +123,40 @@ def test_compose_up_by_hand_is_foreign_then_healed_once(
         )
     finally:
         runtime.stop()
+
+
+def test_network_options_are_reported_and_never_healed(
+    tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
+) -> None:
+    """A pushed change to a network's labels is network_options drift that self-heal leaves alone; after
+    `down` (volumes kept) self-heal brings the stack back on a network made from the config."""
+    prefix = unique_prefix()
+    cleanup(prefix)
+    prod = f"{prefix}-production"
+    cfg = write_config(tmp_path, repo.bare, prefix, envs={"production": {"self_heal": True}})
+    daemon = _daemon(load_config(cfg))
+    metrics = Metrics(daemon)
+    daemon.attach_metrics(metrics)
+    sync_all(daemon)
+    before = {s: c.id for s, c in containers(docker_client, prod).items()}
+
+    def label(doc: dict[str, Any]) -> None:
+        doc["networks"] = {"default": {"labels": {"tier": "front"}}}
+
+    repo.edit_yaml("master", "docker-compose.yml", label)
+    sync_all(daemon)
+    daemon.check_drift()
+    assert daemon.queue.wait_idle(120)
+    net = f"{prod}_default"
+    assert drift_lines(metrics, prod) == {(f"network:{net}", "network_options")}
+    status = {s.project: s for s in daemon.environments()}[prod]
+    assert "docker network rm" in status.drifts[0].detail
+    assert {s: c.id for s, c in containers(docker_client, prod).items()} == before  # nothing recreated
+    assert "reconciler_self_heals_total{" not in metrics.exposition()[0].decode()
+
+    daemon.converger.down(prod, timeout=1)
+    daemon.check_drift()  # every container missing: self-heal runs up, which makes the network anew
+    assert daemon.queue.wait_idle(240)
+    assert docker_client.networks.get(net).attrs["Labels"]["tier"] == "front"
+    assert drift_lines(metrics, prod) == set()
+    daemon.queue.shutdown()
