@@ -35,7 +35,8 @@ def desired_host(project: ProjectSpec, svc: ServiceSpec) -> dict[str, Any]:
 
 
 def limits_diff(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
-    """The limits that differ, as ``Key want -> live``; keys absent from ``desired`` mean Docker's default."""
+    """The limits that differ, as ``Key want -> live``; keys absent from ``desired`` mean Docker's default.
+    A limit set in the config but unset on the container is not compared (see below)."""
     out = []
     for key in LIMIT_KEYS:
         want, have = _limit(key, desired.get(key)), _limit(key, live.get(key))
@@ -45,6 +46,10 @@ def limits_diff(desired: Mapping[str, Any], live: Mapping[str, Any]) -> list[str
             derived = {0, -1, 2 * _memory(desired), 2 * _limit("Memory", live.get("Memory"))}
             if have in derived:
                 continue
+        if have in ("", 0, -1) and want not in ("", 0, -1):
+            # Docker drops at create a limit the kernel cannot enforce ("Your kernel does not support
+            # ...; discarded"): an unset live value is no proof of a hand change, and recreating would loop.
+            continue
         if want != have:
             out.append(f"{key} {want!r} -> {have!r}")
     return out

@@ -91,6 +91,14 @@ def test_each_updated_limit_is_limits_drift() -> None:
         assert key in plan.drifts()[0].detail
 
 
+def test_a_limit_the_kernel_discarded_is_not_drift() -> None:
+    """Docker drops a limit the kernel cannot enforce (live 0 or -1): no drift, or healing would loop."""
+    spec = spec_of()
+    assert reasons(spec, live_web(spec, host={"Memory": 0, "MemorySwap": -1, "PidsLimit": -1})) == set()
+    assert drift.limits_diff({"PidsLimit": 100}, {"PidsLimit": None}) == []
+    assert drift.limits_diff({"PidsLimit": 100}, {"PidsLimit": 50}) == ["PidsLimit 100 -> 50"]
+
+
 def test_restart_policy_and_networks() -> None:
     """A changed restart policy, a lost network and a hand-connected one are each their own reason."""
     spec = spec_of()
