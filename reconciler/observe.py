@@ -14,7 +14,7 @@ from typing import Any
 
 from reconciler import labels as L
 from reconciler.drift import HOST_KEYS
-from reconciler.engine import Engine
+from reconciler.engine import Engine, EngineError
 from reconciler.plan import LiveContainer, LiveProject, parse_containers
 
 
@@ -40,7 +40,7 @@ class Observer:
         volumes = self._engine.list_volumes({L.PROJECT: one})
         live = parse_containers(summaries)
         self._drop_unlisted(live, one)
-        wanted = set(live) if names is None else set(names)
+        wanted = list(live) if names is None else list(dict.fromkeys(names))
         by_project: dict[str, dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
         for kind, objects in (("networks", networks), ("volumes", volumes)):
             for obj in objects:
@@ -85,7 +85,10 @@ class Observer:
         if cached is None:
             with self._lock:
                 forgets = self._forgets
-            info = self._engine.inspect_container(c.id)
+            try:
+                info = self._engine.inspect_container(c.id)
+            except EngineError:  # refused (not an outage, which raises DockerError): no verdict on it
+                return c
             if info is None:  # removed since the list: no verdict on it
                 return c
             host = info.get("HostConfig") or {}
