@@ -22,7 +22,8 @@ from reconciler import labels as L
 from reconciler.engine import Engine, EngineError, EngineUnavailable
 from reconciler.errors import DeployError, DockerError, ReconcilerError, StateError
 from reconciler.names import validate_project_name
-from reconciler.plan import Action, Change, LiveProject, Plan, finishes, make_plan, parse_containers
+from reconciler.observe import Observer
+from reconciler.plan import Action, Change, LiveProject, Plan, finishes, make_plan
 from reconciler.spec import (
     COMPOSE_VERSION,
     Condition,
@@ -79,20 +80,18 @@ class Converger:
         self._engine = engine
         self._state_dir = state_dir
         self._images: dict[str, str | None] = {}  # image ref -> ID, as of the last observe()
+        self.observer = Observer(engine)
         self._lock = threading.Lock()
 
     # --- observe and plan (change nothing) ---
 
     def observe(self, projects: Collection[str] | None = None) -> dict[str, LiveProject]:
-        """The live containers of ``projects`` (all compose projects if None) in one container-list call."""
-        names = None if projects is None else list(projects)
-        summaries = self._engine.list_containers(names[0] if names and len(names) == 1 else None)
+        """The live containers, networks and volumes of ``projects`` (all compose projects if None): one
+        list call per kind; containers are inspected only when new or updated (see ``reconciler.observe``)."""
+        live = self.observer.snapshot(projects)
         with self._lock:
             self._images.clear()  # an observation is a snapshot: tags are resolved again after it
-        live = parse_containers(summaries)
-        if names is None:
-            return live
-        return {n: live.get(n, LiveProject(n)) for n in names}
+        return live
 
     def project_labels(self, labels: Mapping[str, str]) -> dict[str, dict[str, str]]:
         """Projects with a container, volume or network carrying all of ``labels`` -> that object's labels.
@@ -115,29 +114,47 @@ class Converger:
     def events(
         self, stop: threading.Event, *, window: float = 2.0, since: float | None = None
     ) -> Iterator[dict[str, Any]]:
-        """Container events of our stacks (start, die, stop, health_status, destroy, oom) until
-        ``stop`` is set. Reads in windows of ``window`` seconds so stopping never waits on a quiet stream;
-        raises DockerError when the engine goes away (the caller reconnects, passing the ``time`` of the
-        last event seen as ``since`` to miss nothing)."""
+        """Container events of our stacks (start, die, stop, health_status, destroy, oom, update) and
+        network connect/disconnect of their containers, until ``stop`` is set. Reads in windows of
+        ``window`` seconds so stopping never waits on a quiet stream; raises DockerError when the engine
+        goes away (the caller reconnects, passing the ``time`` of the last event seen as ``since`` to miss
+        nothing). An ``update`` makes the next observe inspect that container again."""
         filters = {
-            "type": ["container"],
-            "event": ["start", "die", "stop", "health_status", "destroy", "oom"],
-            # Only containers the reconciler made: another compose project starting or stopping on the
-            # host is none of our business and must not cost a drift check.
-            "label": [f"{L.MANAGED}=true"],
+            "type": ["container", "network"],
+            "event": [
+                *("start", "die", "stop", "health_status", "destroy", "oom", "update"),  # containers'
+                *("connect", "disconnect"),  # networks'
+            ],
         }
         since = time.time() if since is None else since
-        while not stop.is_set():
-            until = time.time() + window
-            for event in self._engine.events(since, until, filters):
-                yield event
-                if stop.is_set():
-                    return
-            if not stop.is_set() and time.time() < until - 0.25:
-                # docker-py ends the stream quietly when the engine drops the connection: that is an
-                # outage, not a quiet window (the caller reconnects from ``since``).
-                raise DockerError("the Docker event stream ended early (engine stopped or restarted?)")
-            since = until
+        try:
+            while not stop.is_set():
+                until = time.time() + window
+                for event in self._engine.events(since, until, filters):
+                    if not self._ours(event):
+                        continue
+                    if event.get("Action") == "update":
+                        self.observer.forget(str((event.get("Actor") or {}).get("ID") or ""))
+                    yield event
+                    if stop.is_set():
+                        return
+                if not stop.is_set() and time.time() < until - 0.25:
+                    # docker-py ends the stream quietly when the engine drops the connection: that is an
+                    # outage, not a quiet window (the caller reconnects from ``since``).
+                    raise DockerError("the Docker event stream ended early (engine stopped or restarted?)")
+                since = until
+        except DockerError:
+            self.observer.forget()  # an `update` may be missed while the stream is down: inspect again
+            raise
+
+    def _ours(self, event: Mapping[str, Any]) -> bool:
+        """Only containers the reconciler made (and network events about them) are our business: another
+        compose project starting or stopping on the host must not cost a drift check. Docker's `label`
+        filter would drop every network event (they carry no labels), so the filter is applied here."""
+        attributes = (event.get("Actor") or {}).get("Attributes") or {}
+        if event.get("Type") == "network":
+            return self.observer.knows(attributes.get("container"))
+        return attributes.get(L.MANAGED) == "true"
 
     def plan(self, project: RenderedLike, live: LiveProject | None = None) -> Plan:
         """What `up` would do now. Raises UnsupportedError/InvalidNameError before any Docker call."""

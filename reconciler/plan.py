@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from reconciler import drift
 from reconciler import labels as L
 from reconciler.spec import FIELDS_LABEL, NAMESPACE_KEYS, ProjectSpec, ServiceSpec, project_spec
 from reconciler.status import Drift, DriftReason, Health
@@ -43,6 +44,8 @@ class LiveContainer:
     image_id: str = ""
     created: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    networks: tuple[str, ...] | None = None  # names, from the list's NetworkSettings (None: not listed)
+    host: Mapping[str, Any] | None = None  # drift.HOST_KEYS of its inspect, cached by observe (None: unknown)
 
     @property
     def config_hash(self) -> str | None:
@@ -53,6 +56,9 @@ class LiveContainer:
 class LiveProject:
     name: str
     containers: tuple[LiveContainer, ...] = ()
+    # The project's network and volume list entries (observe lists them; plan compares their options).
+    networks: tuple[Mapping[str, Any], ...] = ()
+    volumes: tuple[Mapping[str, Any], ...] = ()
 
     def service(self, name: str) -> tuple[LiveContainer, ...]:
         return tuple(c for c in self.containers if c.service == name)
@@ -71,6 +77,8 @@ def parse_containers(summaries: Iterable[Mapping[str, Any]]) -> dict[str, LivePr
         health = _HEALTH_RE.search(status)
         number = labels.get(L.CONTAINER_NUMBER, "")
         names = s.get("Names") or [""]
+        settings = s.get("NetworkSettings")
+        networks = tuple(sorted(settings.get("Networks") or {})) if isinstance(settings, dict) else None
         grouped.setdefault(project, []).append(
             LiveContainer(
                 id=str(s["Id"]),
@@ -84,6 +92,7 @@ def parse_containers(summaries: Iterable[Mapping[str, Any]]) -> dict[str, LivePr
                 image_id=str(s.get("ImageID") or ""),
                 created=int(s.get("Created") or 0),
                 labels=dict(labels),
+                networks=networks,
             )
         )
     return {
@@ -123,6 +132,7 @@ class Plan:
     changes: tuple[Change, ...] = ()
     unhealthy: tuple[Drift, ...] = ()  # reported, not acted on: recreating would not fix it
     health: Health = Health.MISSING
+    reported: tuple[Drift, ...] = ()  # network_options/volume_options: reported, never acted on
 
     @property
     def is_noop(self) -> bool:
@@ -132,9 +142,10 @@ class Plan:
         return tuple(c for c in self.changes if c.service == service)
 
     def drifts(self) -> tuple[Drift, ...]:
-        """Every difference as a drift (one per change and reason), then the unhealthy containers."""
+        """Every difference as a drift (one per change and reason), then the unhealthy containers, then
+        the network and volume options (reported only)."""
         out = [Drift(c.service, r, c.details) for c in self.changes for r in c.reasons]
-        return (*out, *self.unhealthy)
+        return (*out, *self.unhealthy, *self.reported)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -159,6 +170,8 @@ def make_plan(
     image_ids = image_ids or {}
     changes: list[Change] = []
     unhealthy: list[Drift] = []
+    objects = [*(c.labels for c in live.containers), *(o.get("Labels") or {} for o in live.networks)]
+    proven = drift.proven_ours(project.name, [*objects, *(v.get("Labels") or {} for v in live.volumes)])
     for c in live.containers:
         if project.service(c.service) is None:
             detail = f"service {c.service!r} is not in the config"
@@ -183,7 +196,7 @@ def make_plan(
                 )
                 continue
             c = paired
-            change = _classify(project, svc, c, image_ids.get(svc.image))
+            change = _classify(project, svc, c, image_ids.get(svc.image), proven)
             if svc.joins and (change is None or change.action is Action.START):
                 change = _rejoin(svc, c, live, changes) or change
             if change is not None:
@@ -196,7 +209,8 @@ def make_plan(
                 )
     order = {s.name: i for i, s in enumerate(project.services)}
     changes.sort(key=lambda c: (c.action is not Action.REMOVE, order.get(c.service, -1), c.number))
-    return Plan(project.name, tuple(changes), tuple(unhealthy), health(live, project))
+    reported = drift.object_drifts(project, live.networks, live.volumes)
+    return Plan(project.name, tuple(changes), tuple(unhealthy), health(live, project), reported)
 
 
 def _name(project: ProjectSpec, svc: ServiceSpec, c: LiveContainer) -> str:
@@ -208,12 +222,15 @@ def _change(action: Action, c: LiveContainer, reason: DriftReason, details: str,
 
 
 def _classify(
-    project: ProjectSpec, svc: ServiceSpec, c: LiveContainer, image_id: str | None
+    project: ProjectSpec, svc: ServiceSpec, c: LiveContainer, image_id: str | None, proven: bool = False
 ) -> Change | None:
     reasons: list[DriftReason] = []
     details: list[str] = []
     fields: tuple[str, ...] = ()
-    if not svc.hash_matches(c.labels):
+    if drift.is_foreign(c.labels, proven):
+        reasons.append(DriftReason.FOREIGN)
+        details.append("the stack was changed by `docker compose` by hand (Compose's labels, not ours)")
+    elif not svc.hash_matches(c.labels):
         reasons.append(DriftReason.CONFIG)
         fields = _changed_fields(c, svc)
         if c.config_hash is None:
@@ -225,6 +242,10 @@ def _classify(
     elif c.name != _name(project, svc, c):
         reasons.append(DriftReason.CONFIG)
         details.append(f"named {c.name!r} instead of {_name(project, svc, c)!r}")
+    else:  # made from this config: what `docker update` and `docker network` change behind its back
+        for reason, detail in drift.container_drifts(project, svc, c.host, c.networks):
+            reasons.append(reason)
+            details.append(detail)
     if image_id and c.image_id and c.image_id != image_id:
         reasons.append(DriftReason.IMAGE)
         details.append(f"image {svc.image} changed: {_short(c.image_id)} -> {_short(image_id)}")

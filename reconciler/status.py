@@ -36,6 +36,17 @@ class DriftReason(StrEnum):
     IMAGE = "image"  # running image ID differs from what the tag resolves to now
     ORPHAN = "orphan"  # project container whose service is not in the config
     UNHEALTHY = "unhealthy"  # healthcheck reports unhealthy
+    LIMITS = "limits"  # resource limits changed by `docker update`
+    RESTART_POLICY = "restart_policy"  # restart policy changed by `docker update --restart`
+    NETWORKS = "networks"  # disconnected from a network of the config, or connected by hand to another
+    NETWORK_OPTIONS = "network_options"  # a project network's options (reported only)
+    VOLUME_OPTIONS = "volume_options"  # a project volume's driver/options/labels (reported only)
+    FOREIGN = "foreign"  # replaced by a hand-run `docker compose up` in a project we own
+
+    @property
+    def reported_only(self) -> bool:
+        """Self-heal leaves it alone: recreating cannot fix it, or would lose data or cut connections."""
+        return self in (DriftReason.UNHEALTHY, DriftReason.NETWORK_OPTIONS, DriftReason.VOLUME_OPTIONS)
 
 
 class Result(StrEnum):

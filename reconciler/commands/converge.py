@@ -95,6 +95,6 @@ def _print_plan(plan: Plan, *, done: bool = False) -> None:
         print(f"{plan.project}: {verb} {len(plan.changes)} change(s)")
     for c in plan.changes:
         print(f"  {_SIGNS[c.action]} {c.action:<8} {c.container:<32} {c.details}")
-    for d in plan.unhealthy:
+    for d in (*plan.unhealthy, *plan.reported):  # reported only: never changed by up
         print(f"  ! {d.reason:<8} {d.service:<32} {d.detail}")
     sys.stdout.flush()

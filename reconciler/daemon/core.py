@@ -19,7 +19,7 @@ from reconciler.daemon.deploy import Deployer, Outcome, Target
 from reconciler.daemon.ratelimit import RateLimit
 from reconciler.daemon.workqueue import Job, WorkQueue
 from reconciler.errors import DockerError, GitError, ReconcilerError
-from reconciler.status import Drift, DriftReason, EnvironmentStatus, Health, Result, Sync
+from reconciler.status import Drift, EnvironmentStatus, Health, Result, Sync
 
 _REGISTRY_TIMEOUT = 15.0  # seconds for one registry digest lookup through the Engine
 
@@ -353,8 +353,9 @@ class Daemon:
     def _self_heal(self, target: Target, drifts: tuple[Drift, ...]) -> None:
         if self.state.suspension(target.project) is not None:
             return
-        # An unhealthy container is reported, not recreated: recreating can't fix a failing healthcheck.
-        fixable = [d for d in drifts if d.reason is not DriftReason.UNHEALTHY]
+        # Reported, not healed: recreating can't fix a failing healthcheck, and network/volume options
+        # would need the network or volume recreated (connections cut, data lost).
+        fixable = [d for d in drifts if not d.reason.reported_only]
         if not fixable:
             return
         services = sorted({d.service for d in fixable})

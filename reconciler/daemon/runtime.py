@@ -86,7 +86,8 @@ class Runtime:
         ).start()
 
     def _watch_events(self) -> None:
-        """Docker events (die, stop, health_status) make the drift check run now; reconnect when dropped.
+        """Docker events (die, stop, health_status, update, network connect/disconnect) make the drift check
+        run now; reconnect when dropped.
 
         A dropped stream means the engine went away (restarted, or the socket is gone): Docker is reported
         down at once, and once it answers again a drift check runs and the stream resumes from where it
