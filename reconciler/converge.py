@@ -31,6 +31,7 @@ from reconciler.spec import (
     PullPolicy,
     ServiceSpec,
     container_request,
+    host_paths,
     project_spec,
 )
 
@@ -798,7 +799,12 @@ class Converger:
 
 def _spec(project: RenderedLike) -> ProjectSpec:
     validate_project_name(project.name)
-    return project_spec(project)
+    # spec reads no filesystem: the deployer's Resolved carries the mounted paths resolved when it was
+    # deployed; a plain render (`reconciler up`, `plan`) gets them resolved here, as release 0 did.
+    real = getattr(project, "real_paths", None)
+    if real is None:
+        real = {path: os.path.realpath(path) for path in host_paths(project.model)}
+    return project_spec(project, real_paths=real)
 
 
 def _mine(obj: Mapping[str, Any], owner: str | None) -> bool:

@@ -92,6 +92,9 @@ class Resolved:
     bind_digests: Mapping[str, str] = field(default_factory=dict)
     # The variables it was rendered with: `environment:` secrets and configs take their values from them.
     environment: Mapping[str, str] = field(default_factory=dict, repr=False)
+    # Mounted host paths with their symlinks resolved as this tree will show them once active (the hash
+    # release 0 stamped resolved them; spec itself never reads the filesystem).
+    real_paths: Mapping[str, str] = field(default_factory=dict)
 
 
 T = TypeVar("T")
@@ -167,7 +170,15 @@ class Deployer:
             tree=tree.name,
             environment=rendered.environment,
         )
-        return replace(resolved, bind_digests=self._digests(target, commit, resolved))
+        return replace(
+            resolved,
+            bind_digests=self._digests(target, commit, resolved),
+            real_paths=self._real_paths(target, resolved),
+        )
+
+    def _real_paths(self, target: Target, resolved: Resolved) -> dict[str, str]:
+        stable = self.checkout_dir(target.project)
+        return real_paths(resolved.model, str(stable), str(stable.parent / resolved.tree))
 
     def _digests(self, target: Target, commit: str, resolved: Resolved) -> dict[str, str]:
         """Git object ids of every bind, secret and config source inside the checkout (by path as
@@ -512,6 +523,19 @@ def _rebase(value: Any, old: str, new: str) -> Any:
     if isinstance(value, list):
         return [_rebase(v, old, new) for v in value]
     return value
+
+
+def real_paths(model: Mapping[str, Any], stable: str, tree: str) -> dict[str, str]:
+    """Every host path ``model`` mounts with its symlinks resolved, the ``stable`` checkout path taken as
+    pointing at ``tree`` (where it points once that revision is activated, not where it points now)."""
+    from reconciler.spec import host_paths
+
+    real: dict[str, str] = {}
+    for source in host_paths(model):
+        inside = source == stable or source.startswith(stable + "/")
+        path = os.path.join(tree, os.path.relpath(source, stable)) if inside else source
+        real[source] = os.path.realpath(path)
+    return real
 
 
 def _mounted_sources(model: Mapping[str, Any]) -> Iterator[str]:

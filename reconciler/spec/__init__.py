@@ -4,7 +4,7 @@ A service key we cannot converge faithfully raises ``UnsupportedError``: a key i
 
 from __future__ import annotations
 
-from reconciler.spec.hash import FIELDS_LABEL, HASH_VERSION
+from reconciler.spec.hash import FIELDS_LABEL, HASH_VERSION, host_paths
 from reconciler.spec.model import (
     NAMESPACE_KEYS,
     BuildSpec,
@@ -33,5 +33,6 @@ __all__ = [
     "ServiceSpec",
     "VolumeSpec",
     "container_request",
+    "host_paths",
     "project_spec",
 ]

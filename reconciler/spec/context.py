@@ -22,6 +22,8 @@ class _Context:
     digests: Mapping[str, str] = field(default_factory=dict)
     # "secrets"/"configs" -> compose key -> sha256 of the value, for those with `content:`/`environment:`.
     contents: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The same paths with symlinks resolved by the adapter (only release 0's hash, ``_legacy``, uses them).
+    real_paths: Mapping[str, str] = field(default_factory=dict)
 
 
 def _unsupported(service: str, key: str, why: str, hint: str | None = None) -> UnsupportedError:

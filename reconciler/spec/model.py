@@ -150,8 +150,9 @@ class RenderedLike(Protocol):
     """What we need of ``reconciler.render.RenderedProject`` (kept structural: spec takes only
     ``unescape_dollars`` from render).
 
-    An object may also carry ``bind_digests`` (source path -> content digest, resolved at deploy time) and
-    ``environment`` (the variables it was rendered with: `environment:` secrets and configs read them)."""
+    An object may also carry ``bind_digests`` (source path -> content digest) and ``real_paths`` (source path
+    -> the path with symlinks resolved), both fixed by the deployer at deploy time, and ``environment`` (the
+    variables it was rendered with: `environment:` secrets and configs read them)."""
 
     @property
     def name(self) -> str: ...

@@ -31,7 +31,7 @@ def _networks(ctx: _Context, service: str, svc: Mapping[str, Any], c: dict[str, 
         c["network_mode"] = mode
         return
     nets: dict[str, Any] = {}
-    order: list[tuple[int, str]] = []
+    order: list[tuple[int, str, str]] = []
     for key, opts in (svc.get("networks") or {"default": None}).items():
         opts = opts or {}
         extra = set(opts) - {"aliases", "ipv4_address", "ipv6_address", "priority"}
@@ -48,9 +48,10 @@ def _networks(ctx: _Context, service: str, svc: Mapping[str, Any], c: dict[str, 
         nets[name] = ep
         if opts.get("priority"):
             ep["priority"] = int(opts["priority"])
-        # Compose connects by priority (highest first), then by name; the first becomes NetworkMode.
-        order.append((-int(opts.get("priority") or 0), name))
-    c["networks"] = {name: nets[name] for _, name in sorted(order)}
+        # Compose connects by priority (highest first), then by the service's key for the network (not the
+        # network's `name:`); the first becomes NetworkMode. The hash sorts keys, so the order is not hashed.
+        order.append((-int(opts.get("priority") or 0), key, name))
+    c["networks"] = {name: nets[name] for _, _, name in sorted(order)}
 
 
 def _shared(mode: str) -> bool:

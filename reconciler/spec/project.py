@@ -17,8 +17,11 @@ from reconciler.spec.service import _service
 _TOP_KEYS = frozenset({"name", "services", "networks", "volumes", "secrets", "configs"})
 
 
-def project_spec(project: RenderedLike) -> ProjectSpec:
-    """Normalize a rendered project; raises UnsupportedError naming the service and key we cannot converge."""
+def project_spec(project: RenderedLike, real_paths: Mapping[str, str] | None = None) -> ProjectSpec:
+    """Normalize a rendered project; raises UnsupportedError naming the service and key we cannot converge.
+
+    ``real_paths`` (else the project's own ``real_paths``): mounted host paths (``host_paths``) with their
+    symlinks resolved by the caller at deploy time, for the hash release 0 stamped."""
     # The model prints every `$` as `$$` (as `docker compose config` does); containers get the literal.
     model = unescape_dollars(project.model)
     for key in model:
@@ -41,6 +44,7 @@ def project_spec(project: RenderedLike) -> ProjectSpec:
         configs=_files(model, "configs"),
         digests=dict(getattr(project, "bind_digests", None) or {}),
         contents={kind: {k: _digest(v) for k, v in vs.items()} for kind, vs in values.items()},
+        real_paths=dict(real_paths if real_paths is not None else getattr(project, "real_paths", None) or {}),
     )
     raw = model.get("services") or {}
     services = {s: _service(ctx, s, raw[s] or {}) for s in sorted(raw)}

@@ -93,7 +93,7 @@ def container_request(
         "Mounts": mounts,
         "PortBindings": bindings,
         "RestartPolicy": _restart_policy(c.get("restart", "no")),
-        "ExtraHosts": c.get("extra_hosts"),
+        "ExtraHosts": c.get("extra_hosts") or [],  # Compose sends [] (Docker keeps it as written)
         "CapAdd": c.get("cap_add"),
         "CapDrop": c.get("cap_drop"),
         "Privileged": c.get("privileged", False),

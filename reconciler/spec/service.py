@@ -144,7 +144,7 @@ def _service(ctx: _Context, name: str, svc: Mapping[str, Any]) -> ServiceSpec:
         config=c,
         config_hash=config_hash(hashed(c)),
         field_hashes=field_hashes(hashed(c)),
-        legacy_hash=config_hash(_legacy(c)),
+        legacy_hash=config_hash(_legacy(c, ctx.real_paths)),
         container_name=c.get("container_name"),
         stop_timeout=stop_timeout,
         has_healthcheck="healthcheck" in c and c["healthcheck"].get("test") != ["NONE"],

@@ -294,6 +294,19 @@ def test_named_networks_and_volumes_resolve_and_external_ones_keep_their_name() 
     assert {v.key: v.name for v in spec.volumes} == {"data": "shop_data", "cache": "custom-cache"}
 
 
+def test_primary_network_is_chosen_by_key_not_by_name() -> None:
+    """Compose joins networks by priority, then by the service's key for them (compose-go
+    ``NetworksByPriority``), not by their `name:`: the first one is the container's NetworkMode."""
+    model = copy.deepcopy(MODEL)
+    model["networks"].update(apps={"name": "z-apps", "ipam": {}}, control={"name": "a-control", "ipam": {}})
+    model["services"]["web"]["networks"] = {"control": None, "apps": None}
+    body = web_body(rendered(model))
+    assert body["HostConfig"]["NetworkMode"] == "z-apps"
+    assert [net for net, _ in body["connect"]] == ["a-control"]
+    model["services"]["web"]["networks"]["control"] = {"priority": 10}
+    assert web_body(rendered(model))["HostConfig"]["NetworkMode"] == "a-control"
+
+
 def test_network_mode_host_skips_networks() -> None:
     """network_mode host/none/bridge is passed through and joins no project network."""
     body = web_body(with_web(network_mode="host", networks=None))
