@@ -230,8 +230,11 @@ def _mounts(
     mounts: list[dict[str, Any]] = []
     for v in c.get("volumes", ()):
         target = v["target"]
-        if v["type"] == "volume" and v.get("selinux"):  # only the Binds string carries :z/:Z
-            binds.append(f"{v['source']}:{target}:{'ro' if v.get('read_only') else 'rw'},{v['selinux']}")
+        if v["type"] == "volume" and v.get("source") and not v.get("nocopy"):
+            # Compose v2 passes a named volume without volume options as a Binds string (`name:/t:rw`),
+            # so Docker reports its mode as rw/ro (the Mounts API's is `z`); only that string carries :z/:Z.
+            opts = ["ro" if v.get("read_only") else "rw"] + ([v["selinux"]] if v.get("selinux") else [])
+            binds.append(f"{v['source']}:{target}:{','.join(opts)}")
             continue
         if v["type"] == "bind" and v.get("create_host_path"):
             opts = ["ro" if v.get("read_only") else "rw"]
