@@ -81,6 +81,11 @@ class Converger:
         self._images: dict[str, str | None] = {}  # image ref -> ID, as of the last observe()
         self._lock = threading.Lock()
 
+    @property
+    def engine(self) -> Engine:
+        """The Engine adapter, for read-only lookups done before a deploy (the policy's facts)."""
+        return self._engine
+
     # --- observe and plan (change nothing) ---
 
     def observe(self, projects: Collection[str] | None = None) -> dict[str, LiveProject]:

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from reconciler.config.globs import glob_match
+from reconciler.policy import PERMISSIVE, Policy
 
 DEFAULT_LISTEN = ("127.0.0.1", 9469)
 DEFAULT_DRIFT_INTERVAL = 15.0
@@ -42,6 +43,7 @@ class EnvConfig:
     ttl: float | None = None  # seconds
     url: str | None = None  # template: {branch} (slug), {app}, {project}
     deploy_timeout: float = DEFAULT_DEPLOY_TIMEOUT  # seconds, per service, to start / become healthy
+    policy: Policy = field(default=PERMISSIVE, hash=False)  # what a rendered revision may ask for
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property

@@ -22,6 +22,7 @@ from reconciler.config.model import (
     Config,
     EnvConfig,
 )
+from reconciler.config.policy import read_policy
 from reconciler.config.yaml_lines import _Loader, _Map, _plain, _type_name
 from reconciler.errors import ConfigError, InvalidNameError, Location
 from reconciler.names import branch_slug, validate_project_name
@@ -45,6 +46,7 @@ _ENV_KEYS = (
     "ttl",
     "url",
     "timeout",
+    "policy",
 )
 
 
@@ -219,6 +221,7 @@ class _Parser(_FieldReaders):
                 f"{where}.override",
                 hint="e.g. override: {services: {web: {restart: unless-stopped}}}",
             )
+        ephemeral = self.boolean(m, "ephemeral", f"{where}.ephemeral")
         return EnvConfig(
             app=app,
             name=name,
@@ -231,12 +234,13 @@ class _Parser(_FieldReaders):
             override=MappingProxyType(_plain(override)) if override is not None else None,
             env=self.env(m, where),
             env_files=self.paths(m, "env_files", where),
-            ephemeral=self.boolean(m, "ephemeral", f"{where}.ephemeral"),
+            ephemeral=ephemeral,
             self_heal=self.boolean(m, "self_heal", f"{where}.self_heal"),
             allow_empty=self.boolean(m, "allow_empty", f"{where}.allow_empty"),
             max=max_,
             ttl=ttl,
             url=self.template(m, "url", where, ("branch", "app", "project")),
             deploy_timeout=self.duration(m, "timeout", f"{where}.timeout", DEFAULT_DEPLOY_TIMEOUT),
+            policy=read_policy(self, m, where, ephemeral=ephemeral),
             line=line,
         )
