@@ -354,9 +354,9 @@ class Deployer:
                 "removed, or behind a profile): the running stack is kept",
                 hint=f"set `allow_empty: true` on environment {target.env.name!r} to allow removing it",
             )
-        self._check_policy(target, resolved)
+        self.check_policy(target, resolved)
 
-    def _check_policy(self, target: Target, resolved: Resolved) -> None:
+    def check_policy(self, target: Target, resolved: Resolved) -> None:
         """Refuse a revision that breaks the environment's policy, listing every violation; the
         running stack is kept. Judged on the final rendered model, with paths resolved on the host."""
         from reconciler.daemon.policy_facts import resolve_facts
@@ -474,7 +474,7 @@ class Deployer:
         )
         try:
             resolved = self._retrying(target, lambda: self.resolve(target, commit), None, log)
-            self._check_policy(target, resolved)  # the policy may have changed since it was deployed
+            self.check_policy(target, resolved)  # the policy may have changed since it was deployed
             self.source_for(target.app.name).activate(
                 self.checkout_dir(target.project), self.checkout_dir(target.project).parent / resolved.tree
             )

@@ -177,3 +177,30 @@ def test_policy_refuses_previews_and_allows_production(
         assert f'environment="preview",project="{prefix}-test-privileged"}} 1.0' in text
     finally:
         daemon.queue.shutdown()
+
+
+def test_plan_and_render_show_violations_before_a_merge(
+    tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any, capsys: Any
+) -> None:
+    """`plan -c FILE TARGET --branch B` lists every violation B would meet there and exits 1, creating
+    nothing; `render` prints the model the daemon would deploy (with the policy's limits) and the
+    violations; a clean branch passes and shows its plan."""
+    from reconciler.cli import main as cli
+
+    prefix = unique_prefix()
+    cleanup(prefix)
+    _push(repo, "privileged", _web(privileged=True, pid="host"))
+    cfg = str(write_config(tmp_path, repo.bare, prefix, envs={"staging": {"branch": "none"}}))
+
+    assert cli(["plan", "-c", cfg, "preview", "--branch", "privileged"]) == 1
+    err = capsys.readouterr().err
+    assert "2 violations" in err and "privileged = true" in err and "pid = host" in err
+    assert _objects(docker_client, f"{prefix}-test-privileged") == []
+
+    # Before the merge: the branch judged as production would deploy it (permissive: it passes).
+    assert cli(["plan", "-c", cfg, "production", "--branch", "privileged"]) == 2
+    assert "passes the policy of demo/production" in capsys.readouterr().out
+
+    assert cli(["render", "-c", cfg, "preview", "--branch", "privileged", "--format", "json"]) == 0
+    out, err = capsys.readouterr()
+    assert '"pids_limit": 512' in out and "pid = host" in err
