@@ -531,10 +531,12 @@ class Deployer:
 
 def policy_error(commit: str, environment: str, violations: list[str]) -> PolicyError:
     """The refusal of a revision, one line per violation (shared by deploys and `reconciler plan`)."""
+    # The first line names a violation: `status` and the page show only that line.
+    more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
     lines = "".join(f"\n  - {v}" for v in violations)
     return PolicyError(
-        f"commit {commit[:12]} breaks the policy of environment {environment!r} "
-        f"({len(violations)} violation{'s' if len(violations) != 1 else ''}); nothing was deployed:{lines}",
+        f"refused by the policy of environment {environment!r}: {violations[0]}{more}\n"
+        f"commit {commit[:12]} was not deployed; {len(violations)} violation(s):{lines}",
         tuple(violations),
         hint="change the compose files, or have an operator allow it in the environment's `policy:` "
         "in environments.yaml (see docs/environments.md, Policy)",

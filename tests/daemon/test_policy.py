@@ -13,6 +13,8 @@ import pytest
 
 from reconciler.commands.daemon import _daemon
 from reconciler.config import load_config
+from reconciler.report.api import environments_json
+from reconciler.report.page import render_page
 from tests.daemon.conftest import Repo
 from tests.daemon.helpers import unique_prefix, write_config
 from tests.daemon.test_lifecycle import containers, sync_all
@@ -156,10 +158,16 @@ def test_policy_refuses_previews_and_allows_production(
         }
         for branch, (key, rule) in expected.items():
             project = f"{prefix}-test-{branch}"
-            assert "breaks the policy" in errors[branch], (branch, errors[branch])
+            assert "refused by the policy" in errors[branch], (branch, errors[branch])
             assert f"{key}" in errors[branch] and f"`{rule}" in errors[branch], (branch, errors[branch])
             assert _objects(docker_client, project) == [], branch
         assert "volumes.dbdata.name" in errors["foreign-volume"]
+        # The API and the page show the refusal as the environment's error.
+        statuses = daemon.environments()
+        api = {e["branch"]: e for e in environments_json(statuses)}
+        assert "service 'web': privileged = true" in api["privileged"]["error"]
+        page = render_page(statuses, docker_up=True, generated_at=0.0)
+        assert "refused by the policy of environment" in page
         assert "host_namespaces" in errors["host-network"] and "service 'web'" in errors["host-network"]
 
         # The loopback database port passes, and the preview gets the policy's default limits.
@@ -194,7 +202,8 @@ def test_plan_and_render_show_violations_before_a_merge(
 
     assert cli(["plan", "-c", cfg, "preview", "--branch", "privileged"]) == 1
     err = capsys.readouterr().err
-    assert "2 violations" in err and "privileged = true" in err and "pid = host" in err
+    assert "(+1 more)" in err and "2 violation(s)" in err
+    assert "privileged = true" in err and "pid = host" in err
     assert _objects(docker_client, f"{prefix}-test-privileged") == []
 
     # Before the merge: the branch judged as production would deploy it (permissive: it passes).
