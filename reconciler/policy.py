@@ -73,6 +73,7 @@ class Policy:
     cap_add: tuple[str, ...] | None = None  # allowed capabilities; None: any
     unconfined: bool = True
     external: bool = True
+    external_names: tuple[str, ...] = ()  # globs of volume/network names allowed when `external` is off
     limits: Limits = field(default_factory=Limits)
     max_replicas: int | None = None
     port_range: tuple[int, int] | None = None  # allowed published host ports
@@ -263,6 +264,8 @@ def _top_level(model: Mapping[str, Any], p: Policy, facts: Facts) -> Iterator[Vi
     for kind, section in (("volume", "volumes"), ("network", "networks")):
         for key, obj in sorted((model.get(section) or {}).items()):
             obj = obj or {}
+            if any(fnmatch.fnmatchcase(str(obj.get("name") or key), g) for g in p.external_names):
+                continue  # e.g. the load balancer's network that an operator's overlay joins
             if obj.get("external"):
                 yield Violation(None, f"{section}.{key}.external", "true", "external")
                 continue
@@ -303,10 +306,15 @@ def _host_paths(name: str, svc: Mapping[str, Any], model: Mapping[str, Any]) -> 
             if item.get("file"):
                 yield f"{kind}.{src}.file", str(item["file"])
     build = svc.get("build")
-    if isinstance(build, Mapping) and build.get("context"):
-        context = str(build["context"])
-        if context.startswith("/"):  # a git or http URL is fetched by the engine, not read from the host
-            yield "build.context", context
+    if isinstance(build, Mapping):
+        # Local paths are read by the reconciler into the build context; a git or http URL is
+        # fetched by the engine, not read from the host.
+        for key, path in (("context", build.get("context")), ("dockerfile", build.get("dockerfile"))):
+            if isinstance(path, str) and path.startswith("/"):
+                yield f"build.{key}", path
+        for name, path in sorted((build.get("additional_contexts") or {}).items()):
+            if isinstance(path, str) and path.startswith("/"):
+                yield f"build.additional_contexts.{name}", path
 
 
 def _reaches_socket(source: str, real: str, sockets: tuple[str, ...]) -> bool:

@@ -75,6 +75,11 @@ DENIED: list[tuple[str, dict[str, Any], dict[str, Any], Facts, list[tuple[str, s
      {"volumes": {"v": {"name": "demo-x_v", "driver_opts": {"type": "none", "o": "bind", "device": "/"}}}},
      _facts(), [("volumes.v.driver_opts.device", "docker_socket"),
                 ("volumes.v.driver_opts.device", "binds_outside_checkout")]),
+    ("dockerfile outside", {"build": {"context": f"{STABLE}/app", "dockerfile": "/etc/Dockerfile"}}, {},
+     _facts(real_paths={f"{STABLE}/app": f"{CHECKOUT}/app"}),
+     [("build.dockerfile", "binds_outside_checkout")]),
+    ("additional context", {"build": {"context": "https://x/y.git", "additional_contexts": {"h": "/home"}}},
+     {}, _facts(), [("build.additional_contexts.h", "binds_outside_checkout")]),
     ("cap_add", {"cap_add": ["CHOWN", "SYS_ADMIN", "CAP_NET_ADMIN"]}, {}, _facts(),
      [("cap_add", "cap_add"), ("cap_add", "cap_add")]),
     ("apparmor", {"security_opt": ["apparmor=unconfined"]}, {}, _facts(), [("security_opt", "unconfined")]),
@@ -155,6 +160,15 @@ def test_own_volume_name_is_not_foreign() -> None:
     """A fixed-name volume this project already owns (or that does not exist yet) is fine."""
     model = _model({}, volumes={"db": {"name": "mine"}, "new": {"name": "fresh"}})
     assert evaluate(model, EPHEMERAL, _facts(owners={("volume", "mine"): "demo-x"})) == []
+
+
+def test_external_names_allow_only_those() -> None:
+    """`external: [proxy]` lets the listed networks through and still refuses every other."""
+    policy = Policy(**{**EPHEMERAL.__dict__, "external_names": ("proxy",)})
+    model = _model(
+        {}, networks={"proxy": {"name": "proxy", "external": True}, "x": {"name": "x", "external": True}}
+    )
+    assert [v.key for v in evaluate(model, policy, _facts())] == ["networks.x.external"]
 
 
 def test_exception_is_pinned_to_service_and_image() -> None:
@@ -256,6 +270,7 @@ def test_config_keys(tmp_path: Path) -> None:
           max_replicas: 5
           ports: {range: "8000-8999", database: allow}
           database_images: ["clickhouse*"]
+          external: [proxy]
           allow:
             - {service: traefik, image: "traefik:*", docker_socket: true, binds_outside_checkout: true}
         """),
@@ -265,6 +280,7 @@ def test_config_keys(tmp_path: Path) -> None:
     assert p.limits == Limits(memory=2 << 30, cpus=None, pids=512)
     assert (p.max_replicas, p.port_range, p.database_ports) == (5, (8000, 8999), True)
     assert p.database_images[-1] == "clickhouse*" and "postgres" in p.database_images
+    assert (p.external, p.external_names) == (False, ("proxy",))
     assert p.allow == (Allow("traefik", "traefik:*", frozenset({"docker_socket", "binds_outside_checkout"})),)
 
 
@@ -276,6 +292,7 @@ def test_config_keys(tmp_path: Path) -> None:
         ("policy:\n  limits: {memory: lots}", 11, "policy.limits.memory", "size"),
         ("policy:\n  ports: {range: 9000-8000}", 11, "policy.ports.range", "LOW-HIGH"),
         ("policy:\n  ports: {database: maybe}", 11, "policy.ports.database", "allow or deny"),
+        ("policy: {external: 3}", 10, "policy.external", "list of names"),
         ("policy:\n  allow:\n    - {service: web, image: x}", 12, "policy.allow", "allows nothing"),
         ("policy:\n  allow:\n    - {service: web, docker_socket: true}", 12, "policy.allow.image", "image"),
         (

@@ -33,7 +33,11 @@ def read_policy(r: _Readers, m: _Map, where: str, *, ephemeral: bool) -> Policy:
         return base
     where = f"{where}.policy"
     r.check_keys(pm, _KEYS, where)
-    changes: dict[str, Any] = {k: r.boolean(pm, k, f"{where}.{k}") for k in _BOOL_KEYS if k in pm}
+    changes: dict[str, Any] = {
+        k: r.boolean(pm, k, f"{where}.{k}") for k in _BOOL_KEYS if k in pm and k != "external"
+    }
+    if "external" in pm:
+        changes.update(_external(r, pm, where))
     if "cap_add" in pm:
         changes["cap_add"] = _caps(r, pm, where)
     if "limits" in pm:
@@ -50,6 +54,21 @@ def read_policy(r: _Readers, m: _Map, where: str, *, ephemeral: bool) -> Policy:
     if "allow" in pm:
         changes["allow"] = _allow(r, pm, where)
     return replace(base, **changes)
+
+
+def _external(r: _Readers, pm: _Map, where: str) -> dict[str, Any]:
+    """`external: true|false`, or a list of volume/network names (globs) that alone are allowed."""
+    value = pm["external"]
+    if isinstance(value, bool):
+        return {"external": value}
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise r.fail(
+            f"`external` must be true, false or a list of names, not {_type_name(value)}",
+            pm.key_lines["external"],
+            f"{where}.external",
+            hint='e.g. external: [proxy, "shared-*"] (volume or network names, globs allowed)',
+        )
+    return {"external": False, "external_names": tuple(value)}
 
 
 def _caps(r: _Readers, pm: _Map, where: str) -> tuple[str, ...] | None:
