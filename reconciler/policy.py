@@ -196,6 +196,14 @@ def _service(
         for key in HOST_NAMESPACE_KEYS:
             if str(svc.get(key) or "").lower() == "host":
                 yield v(key, "host", "host_namespaces")
+    if not p.external:
+        # `container:NAME` joins or mounts a container of another stack (production's database, say).
+        for key in ("network_mode", "pid", "ipc"):
+            if str(svc.get(key) or "").startswith("container:"):
+                yield v(key, svc[key], "external")
+        for ref in svc.get("volumes_from") or ():
+            if str(ref).startswith("container:"):
+                yield v("volumes_from", ref, "external")
     if not p.devices:
         for dev in svc.get("devices") or ():
             yield v("devices", dev.get("source") if isinstance(dev, Mapping) else dev, "devices")

@@ -88,6 +88,8 @@ DENIED: list[tuple[str, dict[str, Any], dict[str, Any], Facts, list[tuple[str, s
      [("security_opt", "unconfined"), ("security_opt", "unconfined")]),
     ("external volume", {}, {"volumes": {"db": {"name": "db", "external": True}}}, _facts(),
      [("volumes.db.external", "external")]),
+    ("another stack's container", {"volumes_from": ["container:prod-db-1", "db"], "pid": "container:x"}, {},
+     _facts(), [("volumes_from", "external"), ("pid", "external")]),
     ("external network", {}, {"networks": {"n": {"name": "n", "external": True}}}, _facts(),
      [("networks.n.external", "external")]),
     ("volume of another project", {}, {"volumes": {"db": {"name": "demo-production-dbdata"}}},

@@ -535,8 +535,9 @@ def policy_error(commit: str, environment: str, violations: list[str]) -> Policy
     more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
     lines = "".join(f"\n  - {v}" for v in violations)
     return PolicyError(
-        f"refused by the policy of environment {environment!r}: {violations[0]}{more}\n"
-        f"commit {commit[:12]} was not deployed; {len(violations)} violation(s):{lines}",
+        f"refused by policy: {violations[0]}{more}\n"
+        f"commit {commit[:12]} was not deployed to environment {environment!r}; "
+        f"{len(violations)} violation(s):{lines}",
         tuple(violations),
         hint="change the compose files, or have an operator allow it in the environment's `policy:` "
         "in environments.yaml (see docs/environments.md, Policy)",

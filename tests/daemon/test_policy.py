@@ -158,7 +158,7 @@ def test_policy_refuses_previews_and_allows_production(
         }
         for branch, (key, rule) in expected.items():
             project = f"{prefix}-test-{branch}"
-            assert "refused by the policy" in errors[branch], (branch, errors[branch])
+            assert "refused by policy: " in errors[branch], (branch, errors[branch])
             assert f"{key}" in errors[branch] and f"`{rule}" in errors[branch], (branch, errors[branch])
             assert _objects(docker_client, project) == [], branch
         assert "volumes.dbdata.name" in errors["foreign-volume"]
@@ -167,7 +167,7 @@ def test_policy_refuses_previews_and_allows_production(
         api = {e["branch"]: e for e in environments_json(statuses)}
         assert "service 'web': privileged = true" in api["privileged"]["error"]
         page = render_page(statuses, docker_up=True, generated_at=0.0)
-        assert "refused by the policy of environment" in page
+        assert "refused by policy: service" in page
         assert "host_namespaces" in errors["host-network"] and "service 'web'" in errors["host-network"]
 
         # The loopback database port passes, and the preview gets the policy's default limits.
