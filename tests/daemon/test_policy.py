@@ -47,6 +47,13 @@ def _top(section: str, name: str, value: Any, web: Doc) -> Callable[[Doc], None]
     return edit
 
 
+def _maildev(image: str) -> Callable[[Doc], None]:
+    def edit(doc: Doc) -> None:
+        doc["services"]["maildev"].update(image=image, cap_add=["NET_ADMIN"])
+
+    return edit
+
+
 def _postgres(doc: Doc) -> None:
     doc["services"]["pg"] = {"image": "postgres:16", "ports": ["5432:5432"]}
 
@@ -73,6 +80,8 @@ DENIED: dict[str, tuple[Callable[[Doc], None] | None, str, str]] = {
     "db-public": (_web(ports=["8000"]), "ports", "database_ports"),
     "postgres": (_postgres, "ports", "database_ports"),
     "scale": (_web(scale=9), "scale", "max_replicas"),
+    # The exception for maildev is pinned to its image: another image loses it.
+    "maildev-other-image": (_maildev("reconciler-test/busybox:latest"), "cap_add", "cap_add"),
     "memory": (_web(mem_limit="8g"), "mem_limit", "limits"),
 }
 
@@ -80,7 +89,9 @@ DENIED: dict[str, tuple[Callable[[Doc], None] | None, str, str]] = {
 def _push(repo: Repo, branch: str, edit: Callable[[Doc], None] | None) -> None:
     repo.branch(branch)
     if edit is not None:
-        repo.edit_yaml(branch, "docker-compose.yml", edit)
+        # maildev is defined (and its image set) by the maildev file, merged after the main one.
+        rel = "docker-compose.maildev.yml" if branch.startswith("maildev") else "docker-compose.yml"
+        repo.edit_yaml(branch, rel, edit)
         return
     os.symlink("/var/run", repo.work / "hostrun")
     repo.edit_yaml(branch, "docker-compose.yml", _mount("./hostrun:/host-run"))
@@ -119,6 +130,7 @@ def test_policy_refuses_previews_and_allows_production(
         _push(repo, branch, edit)
     repo.branch("db-loopback")
     repo.edit_yaml("db-loopback", "docker-compose.yml", _web(ports=["127.0.0.1::8000"]))
+    _push(repo, "maildev-caps", _maildev("busybox:1.36"))
     # The production volume's name, claimed by a preview after production exists.
     foreign = f"{prefix}-production-dbdata"
     cfg = write_config(
@@ -136,7 +148,10 @@ def test_policy_refuses_previews_and_allows_production(
                 "policy": {
                     # busybox plays the database; an exception for traefik does not cover busybox.
                     "database_images": ["busybox"],
-                    "allow": [{"service": "web", "image": "traefik:*", "docker_socket": True}],
+                    "allow": [
+                        {"service": "web", "image": "traefik:*", "docker_socket": True},
+                        {"service": "maildev", "image": "busybox:1.*", "cap_add": True},
+                    ],
                 },
             },
         },
@@ -176,6 +191,10 @@ def test_policy_refuses_previews_and_allows_production(
         host = web.attrs["HostConfig"]
         assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (1 << 30, 10**9, 512)
         assert host["PortBindings"]["8000/tcp"][0]["HostIp"] == "127.0.0.1"
+
+        # The exception lets maildev (busybox:1.*) add its capability.
+        maildev = containers(docker_client, f"{prefix}-test-maildev-caps")["maildev"]
+        assert maildev.status == "running" and maildev.attrs["HostConfig"]["CapAdd"] == ["NET_ADMIN"]
 
         # Production kept running, untouched, and the gauge counts each environment's violations.
         assert containers(docker_client, f"{prefix}-production")["web"].id == production["web"].id
