@@ -232,3 +232,43 @@ def test_plan_and_render_show_violations_before_a_merge(
     assert cli(["render", "-c", cfg, "preview", "--branch", "privileged", "--format", "json"]) == 0
     out, err = capsys.readouterr()
     assert '"pids_limit": 512' in out and "pid = host" in err
+
+
+def test_refused_commit_leaves_a_fixed_environment_running(
+    tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
+) -> None:
+    """A fixed environment whose policy denies a key: a commit using it is refused, the running revision
+    stays (nothing to roll back), and the next clean commit deploys."""
+    prefix = unique_prefix()
+    cleanup(prefix)
+    cfg = write_config(
+        tmp_path,
+        repo.bare,
+        prefix,
+        envs={
+            "production": {"policy": {"privileged": False}},
+            "staging": {"branch": "none"},
+            "preview": {"branches": ["none"]},
+        },
+    )
+    daemon = _daemon(load_config(cfg), metrics=True)
+    try:
+        sync_all(daemon)
+        web = containers(docker_client, f"{prefix}-production")["web"]
+        good = daemon.state.last_applied(f"{prefix}-production")
+        bad = repo.edit_yaml("master", "docker-compose.yml", _web(privileged=True))
+        sync_all(daemon)
+        (status,) = [s for s in daemon.environments() if s.environment == "production"]
+        assert "refused by policy: service 'web': privileged = true" in status.error
+        assert bad[:12] in status.error and status.deployed_commit == good
+        assert containers(docker_client, f"{prefix}-production")["web"].id == web.id
+        text = daemon.metrics.exposition()[0].decode()
+        labels = f'app="demo",environment="production",project="{prefix}-production"'
+        assert f"reconciler_policy_violations{{{labels}}} 1.0" in text
+        assert 'reconciler_rollbacks_total{app="demo",environment="production"} 0.0' in text
+
+        fixed = repo.edit_yaml("master", "docker-compose.yml", _web(privileged=False))
+        sync_all(daemon)
+        assert daemon.state.last_applied(f"{prefix}-production") == fixed
+    finally:
+        daemon.queue.shutdown()
