@@ -10,7 +10,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -183,6 +183,8 @@ def is_database_image(image: str, globs: tuple[str, ...]) -> bool:
 
 # -- the checks -------------------------------------------------------------------------------------
 
+_Make = Callable[[str, Any, str], Violation]  # (key, value, rule) -> a violation of the current service
+
 
 def _service(
     name: str, svc: Mapping[str, Any], model: Mapping[str, Any], p: Policy, facts: Facts
@@ -224,11 +226,11 @@ def _service(
             yield v(key, source if real == source else f"{source} -> {real}", "docker_socket")
         if not p.binds_outside_checkout and not _inside(real, facts.checkout):
             yield v(key, source if real == source else f"{source} -> {real}", "binds_outside_checkout")
-    yield from _bounds(name, svc, p, v)
-    yield from _ports(name, svc, p, v)
+    yield from _bounds(svc, p, v)
+    yield from _ports(svc, p, v)
 
 
-def _bounds(name: str, svc: Mapping[str, Any], p: Policy, v: Any) -> Iterator[Violation]:
+def _bounds(svc: Mapping[str, Any], p: Policy, v: _Make) -> Iterator[Violation]:
     deploy = svc.get("deploy") or {}
     res = (deploy.get("resources") or {}).get("limits") or {}
     lim = p.limits
@@ -248,7 +250,7 @@ def _bounds(name: str, svc: Mapping[str, Any], p: Policy, v: Any) -> Iterator[Vi
         yield v("scale" if svc.get("scale") is not None else "deploy.replicas", replicas, "max_replicas")
 
 
-def _ports(name: str, svc: Mapping[str, Any], p: Policy, v: Any) -> Iterator[Violation]:
+def _ports(svc: Mapping[str, Any], p: Policy, v: _Make) -> Iterator[Violation]:
     database = not p.database_ports and is_database_image(str(svc.get("image") or ""), p.database_images)
     for port in svc.get("ports") or ():
         if not isinstance(port, Mapping):
