@@ -11,6 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from reconciler.commands.revision import add_target_args
+
 # command -> module in reconciler.commands that defines ``main(args) -> int``
 _HANDLERS = {
     "render": "render",
@@ -83,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("render", help="print the merged compose model (like `docker compose config`)")
     _compose_args(p)
     p.add_argument("--format", choices=["yaml", "json"], default="yaml")
+    p.add_argument("-c", "--config", metavar="FILE", help="environments.yaml, to render TARGET's commit")
+    add_target_args(p)
 
     for name, text in (
         ("up", "converge a project (docker compose up -d --remove-orphans)"),
@@ -100,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         if name == "plan":
             p.add_argument("--format", choices=["text", "json"], default="text")
+            add_target_args(p)
         else:
             p.add_argument(
                 "--allow-empty",

@@ -84,6 +84,11 @@ class Converger:
         self.observer = Observer(engine)
         self._lock = threading.Lock()
 
+    @property
+    def engine(self) -> Engine:
+        """The Engine adapter, for read-only lookups done before a deploy (the policy's facts)."""
+        return self._engine
+
     # --- observe and plan (change nothing) ---
 
     def observe(self, projects: Collection[str] | None = None) -> dict[str, LiveProject]:

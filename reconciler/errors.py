@@ -8,7 +8,8 @@ Split by what the caller should do with it (kopf's TemporaryError/PermanentError
     │   │   ├── ComposeError            a compose file (syntax, schema, interpolation, references)
     │   │   ├── ConfigError             environments.yaml
     │   │   ├── UnsupportedError        a compose key we cannot converge (never silently ignored)
-    │   │   └── NameError_              a project/branch-derived name Docker or Compose would refuse
+    │   │   ├── NameError_              a project/branch-derived name Docker or Compose would refuse
+    │   │   └── PolicyError             a revision asks for what its environment's `policy:` refuses
     │   └── DeployError                 a service failed to start or become healthy (per revision)
     └── TransientError                  an outside system is down or slow: retry with backoff
         ├── DockerError                 Docker Engine unreachable or failing
@@ -90,6 +91,14 @@ class UnsupportedError(InputError):
 
 class InvalidNameError(InputError):
     """A name (project, volume, container) that Docker or Compose would refuse."""
+
+
+class PolicyError(InputError):
+    """A rendered revision breaks its environment's policy; ``violations`` lists each refused key."""
+
+    def __init__(self, message: str, violations: tuple[str, ...], *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.violations = violations
 
 
 class DeployError(PermanentError):

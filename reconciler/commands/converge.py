@@ -34,6 +34,8 @@ def main(args: argparse.Namespace) -> int:
             _converger(args).down(project, volumes=args.volumes, timeout=args.timeout)
         print(f"{project}: removed containers and networks" + (" and volumes" if args.volumes else ""))
         return 0
+    if args.command == "plan" and args.target:
+        return _plan_target(args)
     if args.project:
         validate_project_name(args.project)  # before reading any file, let alone calling Docker
     rendered = _render(args)
@@ -51,6 +53,22 @@ def main(args: argparse.Namespace) -> int:
     _print_plan(plan, done=True)
     print(f"{rendered.name}: converged in {time.monotonic() - started:.1f}s")
     return 0
+
+
+def _plan_target(args: argparse.Namespace) -> int:
+    """`plan -c FILE TARGET`: a commit as the daemon would deploy it. A policy violation is an error
+    (exit 1, every violation listed); otherwise the changes it would make to the live stack."""
+    from reconciler.commands.revision import target_revision
+
+    daemon, target, resolved = target_revision(args)
+    daemon.deployer.check_policy(target, resolved)  # raises PolicyError, listing every violation
+    print(f"{target.project}: commit {resolved.commit[:12]} passes the policy of {target.env.key}")
+    plan = daemon.converger.plan(resolved)
+    if args.format == "json":
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        _print_plan(plan)
+    return 0 if plan.is_noop else EXIT_PENDING
 
 
 def _render(args: argparse.Namespace) -> RenderedLike:

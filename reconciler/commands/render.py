@@ -28,6 +28,8 @@ def to_yaml(model: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.target:
+        return _target(args)
     project = render(
         RenderOptions(
             files=tuple(args.files or ()),
@@ -43,4 +45,20 @@ def main(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps(project.model, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(to_yaml(project.model))
+    return 0
+
+
+def _target(args: argparse.Namespace) -> int:
+    """TARGET's commit as the daemon would deploy it; its policy violations go to stderr."""
+    from reconciler.commands.revision import policy_violations, target_revision
+
+    daemon, target, resolved = target_revision(args)
+    if args.format == "json":
+        sys.stdout.write(json.dumps(resolved.model, indent=2, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(to_yaml(resolved.model))
+    sys.stdout.flush()
+    refusal = policy_violations(daemon, target, resolved)
+    if refusal:
+        print(f"reconciler render: {refusal}", file=sys.stderr)
     return 0

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from reconciler.config.globs import glob_match
+from reconciler.policy import PERMISSIVE, Policy
 
 DEFAULT_LISTEN = ("127.0.0.1", 9469)
 DEFAULT_DRIFT_INTERVAL = 15.0
@@ -49,6 +50,7 @@ class EnvConfig:
     # "local": drift when a tag on this host moved; "registry": also when the registry's tag moved.
     image_check: str = "local"
     image_check_interval: float = DEFAULT_IMAGE_CHECK_INTERVAL  # seconds between registry checks
+    policy: Policy = field(default=PERMISSIVE, hash=False)  # what a rendered revision may ask for
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property

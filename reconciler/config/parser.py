@@ -25,6 +25,7 @@ from reconciler.config.model import (
     Config,
     EnvConfig,
 )
+from reconciler.config.policy import read_policy
 from reconciler.config.yaml_lines import _Loader, _Map, _plain, _type_name
 from reconciler.errors import ConfigError, InvalidNameError, Location
 from reconciler.names import branch_slug, validate_project_name
@@ -50,6 +51,7 @@ _ENV_KEYS = (
     "timeout",
     "image_check",
     "image_check_interval",
+    "policy",
 )
 
 
@@ -250,6 +252,7 @@ class _Parser(_FieldReaders):
                 f"{where}.override",
                 hint="e.g. override: {services: {web: {restart: unless-stopped}}}",
             )
+        ephemeral = self.boolean(m, "ephemeral", f"{where}.ephemeral")
         return EnvConfig(
             app=app,
             name=name,
@@ -262,7 +265,7 @@ class _Parser(_FieldReaders):
             override=MappingProxyType(_plain(override)) if override is not None else None,
             env=self.env(m, where),
             env_files=self.paths(m, "env_files", where),
-            ephemeral=self.boolean(m, "ephemeral", f"{where}.ephemeral"),
+            ephemeral=ephemeral,
             self_heal=self.boolean(m, "self_heal", f"{where}.self_heal"),
             allow_empty=self.boolean(m, "allow_empty", f"{where}.allow_empty"),
             max=max_,
@@ -271,5 +274,6 @@ class _Parser(_FieldReaders):
             deploy_timeout=self.duration(m, "timeout", f"{where}.timeout", DEFAULT_DEPLOY_TIMEOUT),
             image_check=self.image_check(m, where),
             image_check_interval=self.image_check_interval(m, where),
+            policy=read_policy(self, m, where, ephemeral=ephemeral),
             line=line,
         )

@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from reconciler import labels as L
 from reconciler import logs
 from reconciler.daemon.instance import instance_id, project_lock
-from reconciler.errors import ComposeError, DeployError, InputError, ReconcilerError, TransientError
+from reconciler.errors import (
+    ComposeError,
+    DeployError,
+    InputError,
+    PolicyError,
+    ReconcilerError,
+    TransientError,
+)
+from reconciler.policy import apply_limits, evaluate
 from reconciler.status import Result
 
 if TYPE_CHECKING:
@@ -161,6 +169,8 @@ class Deployer:
         # Rendered from the tree, but containers mount the stable path: Docker follows the link when a
         # container starts, and an unchanged container keeps the tree it started with.
         model = _rebase(rendered.model, str(tree), str(stable))
+        # The policy's default limits are part of the revision: plan, drift and hash all see them.
+        model = apply_limits(model, target.env.policy)
         resolved = Resolved(
             name=rendered.name,
             working_dir=_rebase(rendered.working_dir, str(tree), str(stable)),
@@ -357,6 +367,27 @@ class Deployer:
                 "removed, or behind a profile): the running stack is kept",
                 hint=f"set `allow_empty: true` on environment {target.env.name!r} to allow removing it",
             )
+        self.check_policy(target, resolved)
+
+    def check_policy(self, target: Target, resolved: Resolved) -> None:
+        """Refuse a revision that breaks the environment's policy, listing every violation; the
+        running stack is kept. Judged on the final rendered model, with paths resolved on the host."""
+        from reconciler.daemon.policy_facts import resolve_facts
+
+        stable = self.checkout_dir(target.project)
+        facts = resolve_facts(
+            resolved.model,
+            target.env.policy,
+            project=target.project,
+            stable=str(stable),
+            tree=str(stable.parent / resolved.tree),
+            engine=self.converger.engine,
+        )
+        violations = evaluate(resolved.model, target.env.policy, facts)
+        if self.metrics is not None:
+            self.metrics.policy_violations(target.app.name, target.env.name, target.project, len(violations))
+        if violations:
+            raise policy_error(resolved.commit, target.env.name, [str(v) for v in violations])
 
     def _up(self, target: Target, resolved: Resolved, cancel: threading.Event | None) -> Any:
         if self.before_up is not None:
@@ -458,6 +489,7 @@ class Deployer:
         )
         try:
             resolved = self._retrying(target, lambda: self.resolve(target, commit), None, log)
+            self.check_policy(target, resolved)  # the policy may have changed since it was deployed
             self.source_for(target.app.name).activate(
                 self.checkout_dir(target.project), self.checkout_dir(target.project).parent / resolved.tree
             )
@@ -510,6 +542,21 @@ class Deployer:
         self.metrics.reconcile(
             target.app.name, target.env.name, target.project, label, self.clock() - started
         )
+
+
+def policy_error(commit: str, environment: str, violations: list[str]) -> PolicyError:
+    """The refusal of a revision, one line per violation (shared by deploys and `reconciler plan`)."""
+    # The first line names a violation: `status` and the page show only that line.
+    more = f" (+{len(violations) - 1} more)" if len(violations) > 1 else ""
+    lines = "".join(f"\n  - {v}" for v in violations)
+    return PolicyError(
+        f"refused by policy: {violations[0]}{more}\n"
+        f"commit {commit[:12]} was not deployed to environment {environment!r}; "
+        f"{len(violations)} violation(s):{lines}",
+        tuple(violations),
+        hint="change the compose files, or have an operator allow it in the environment's `policy:` "
+        "in environments.yaml (see docs/environments.md, Policy)",
+    )
 
 
 def _rebase(value: Any, old: str, new: str) -> Any:

@@ -77,6 +77,7 @@ class Metrics:
         self._project_seen: dict[ProjectKey, float] = {}
         self._heal_services: dict[EnvKey, set[str]] = {}
         self._retry_reasons: dict[EnvKey, set[str]] = {}
+        self._violations: dict[ProjectKey, int] = {}  # policy violations of each project's last revision
 
         # Not registered on their own: _Collector emits them after reading the view (zero series, pruning).
         self.reconcile_total = Counter(
@@ -177,6 +178,11 @@ class Metrics:
             self._retry_reasons.setdefault((app, environment), set()).add(reason)
         self.retries_total.labels(app, environment, reason).inc()
 
+    def policy_violations(self, app: str, environment: str, project: str, count: int) -> None:
+        """The policy check of a revision found ``count`` violations (0: clean)."""
+        with self._lock:
+            self._violations[(app, environment, project)] = count
+
     def git_poll(self, app: str, ok: bool, duration: float) -> None:
         """One git poll of ``app`` finished, successfully or not, after ``duration`` seconds."""
         self._ensure_git_series(app)
@@ -230,6 +236,7 @@ class Metrics:
                     for result in RECONCILE_RESULTS:
                         self.reconcile_total.remove(app, environment, project, result)
                     del self._project_seen[(app, environment, project)]
+                    self._violations.pop((app, environment, project), None)
             for (app, environment), seen in list(self._env_seen.items()):
                 if seen < expired:
                     self.rollbacks_total.remove(app, environment)
@@ -252,7 +259,7 @@ class _Collector:
 
     def describe(self) -> Iterable[Metric]:
         events = [family for metric in self._metrics._events for family in metric.describe()]
-        return events + list(_state_families([], docker_up=False, limits={}))
+        return [*events, *_state_families([], docker_up=False, limits={}), self._policy_family([])]
 
     def collect(self) -> Iterable[Metric]:
         view = self._metrics._view
@@ -260,7 +267,24 @@ class _Collector:
         docker_up, limits = view.docker_up(), view.ephemeral_limits()
         self._metrics._observe_view(envs)
         families = [family for metric in self._metrics._events for family in metric.collect()]
-        return families + list(_state_families(envs, docker_up=docker_up, limits=limits))
+        return [
+            *families,
+            *_state_families(envs, docker_up=docker_up, limits=limits),
+            self._policy_family(envs),
+        ]
+
+    def _policy_family(self, envs: list[EnvironmentStatus]) -> Metric:
+        family = GaugeMetricFamily(
+            "reconciler_policy_violations",
+            "Policy violations of the environment's last checked revision (refused when > 0); 0 when clean.",
+            labels=["app", "environment", "project"],
+        )
+        with self._metrics._lock:
+            counts = dict(self._metrics._violations)
+        for env in envs:
+            key = (env.app, env.environment, env.project)
+            family.add_metric(list(key), counts.get(key, 0))
+        return family
 
 
 def _unique(envs: Iterable[EnvironmentStatus]) -> list[EnvironmentStatus]:
