@@ -85,7 +85,7 @@ def parse_containers(summaries: Iterable[Mapping[str, Any]]) -> dict[str, LivePr
                 name=str(names[0]).lstrip("/"),
                 project=project,
                 service=labels.get(L.SERVICE, ""),
-                number=int(number) if number.isdigit() else None,
+                number=int(number) if number.isascii() and number.isdigit() else None,
                 state=str(s.get("State") or ""),
                 health=health.group(1).removeprefix("health: ") if health else None,
                 exit_code=int(exit_match.group(1)) if exit_match else None,

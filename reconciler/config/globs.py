@@ -12,6 +12,22 @@ import re
 _REF_FORBIDDEN = set(" ~^:\\?*[\x7f") | {chr(c) for c in range(32)}
 
 
+def branch_problem(name: str) -> str | None:
+    """Why git would refuse ``name`` as a branch (git-check-ref-format(1)), or None if it is valid."""
+    if len(name.encode("utf-8", "surrogatepass")) > 255:
+        return "it is longer than 255 bytes"
+    bad = sorted(set(name) & _REF_FORBIDDEN)
+    if bad:
+        return f"it contains {bad[0]!r}"
+    if name.startswith(("/", "-")) or name.endswith(("/", ".")) or name == "@":
+        return "it starts with '/' or '-', ends with '/' or '.', or is '@'"
+    if "//" in name or ".." in name or "@{" in name:
+        return "it contains '//', '..' or '@{'"
+    if any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
+        return "a part of it starts with '.' or ends with '.lock'"
+    return None
+
+
 def glob_match(branch: str, patterns: tuple[str, ...]) -> bool:
     """fnmatch semantics, case-sensitive ('*' matches '/' too, as git branch names are paths)."""
     return any(_compiled(p).fullmatch(branch) for p in patterns)

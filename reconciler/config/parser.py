@@ -181,7 +181,7 @@ class _Parser(_FieldReaders):
         m = self.mapping(envs_map, name, where, required=True)
         assert m is not None
         self.check_keys(m, _ENV_KEYS, where)
-        branch = self.string(m, "branch", f"{where}.branch")
+        branch = self.branch(m, "branch", f"{where}.branch")
         branches = self.globs(m, "branches", where)
         exclude = self.globs(m, "exclude", where)
         if (branch is None) == ("branches" not in m):

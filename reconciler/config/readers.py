@@ -13,14 +13,27 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from reconciler.config.globs import glob_problem
-from reconciler.config.units import parse_duration
+from reconciler.config.globs import branch_problem, glob_problem
+from reconciler.config.units import format_duration, parse_duration
 from reconciler.config.yaml_lines import _Map, _Seq, _type_name
 from reconciler.errors import ConfigError, Location
 
 # App and environment names end up in labels, CLI targets and cache paths: keep them boring.
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _VAR_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Every duration is a timer or a deadline: below a second it is a busy loop (poll_interval: 1ms would be a
+# thousand `git ls-remote` a second), past a year a typo; `1e400` is infinity and breaks the scheduler.
+_MIN_DURATION, _MAX_DURATION = 1.0, 365 * 86400.0
+_DURATION_BOUNDS = {
+    "poll_interval": (1.0, _MAX_DURATION),  # each poll is a `git ls-remote`; webhooks give fast deploys
+    "ttl": (60.0, _MAX_DURATION),
+    "timeout": (1.0, 86400.0),
+}
+_DURATION_HINTS = {
+    "poll_interval": "each poll runs `git ls-remote`; for faster deploys configure a webhook",
+    "drift_interval": "each drift check lists every container of every environment",
+}
+_MAX_PATH = 255  # bytes of one path entry: a longer one is a mistake, and filesystems refuse it anyway
 
 
 class _Readers:
@@ -85,6 +98,23 @@ class _Readers:
                 where,
                 hint="quote the value",
             )
+        if "\0" in value:  # no path, URL or name may hold one; os functions raise ValueError on it
+            raise self.fail(f"`{key}` contains a NUL character", m.key_lines[key], where)
+        return value
+
+    def branch(self, m: _Map, key: str, where: str) -> str | None:
+        """A branch name git would accept (a typo like `a b` would otherwise never match anything)."""
+        value = self.string(m, key, where)
+        if value is None or not value.strip():
+            return value
+        problem = branch_problem(value)
+        if problem:
+            raise self.fail(
+                f"{value[:80]!r} is not a valid git branch name: {problem}",
+                m.key_lines[key],
+                where,
+                hint="write the branch as `git branch` shows it",
+            )
         return value
 
     def boolean(self, m: _Map, key: str, where: str) -> bool:
@@ -117,6 +147,14 @@ class _Readers:
                 m.key_lines[key],
                 where,
                 hint="write a number of seconds or e.g. 15s, 5m, 2h, 14d, 1h30m",
+            )
+        low, high = _DURATION_BOUNDS.get(key, (_MIN_DURATION, _MAX_DURATION))
+        if not low <= seconds <= high:
+            raise self.fail(
+                f"`{key}` must be between {format_duration(low)} and {format_duration(high)}, not {m[key]!r}",
+                m.key_lines[key],
+                where,
+                hint=_DURATION_HINTS.get(key, "timers outside these bounds are mistakes"),
             )
         return seconds
 
@@ -164,6 +202,13 @@ class _Readers:
         for raw, line in self.strings(m, key, f"{where}.{key}", required=required):
             if not raw.strip():
                 raise self.fail(f"empty path in `{key}`", line, f"{where}.{key}")
+            if len(raw.encode("utf-8", "surrogatepass")) > _MAX_PATH or "\0" in raw:
+                raise self.fail(
+                    f"path {raw[:40]!r}... in `{key}` is longer than {_MAX_PATH} bytes or contains a NUL",
+                    line,
+                    f"{where}.{key}",
+                    hint="shorten the path",
+                )
             if in_repo:
                 # Paths inside the checkout: refuse anything that escapes it.
                 norm = Path(raw).as_posix()
@@ -180,7 +225,7 @@ class _Readers:
             else:
                 # Checked now, not at the first deploy: a typo should stop the daemon from starting.
                 file = (self.base / Path(raw).expanduser()).resolve()
-                if not file.is_file():
+                if not _is_file(file):
                     raise self.fail(
                         f"{str(file)!r} is not a readable file",
                         line,
@@ -236,3 +281,10 @@ class _Readers:
         if not value.strip():
             raise self.fail(f"`{key}` is empty", line, path)
         return value
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # ENAMETOOLONG, EACCES...: not a file we can read either
+        return False

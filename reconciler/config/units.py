@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -15,14 +16,34 @@ def parse_duration(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value)
+        return _finite(value)
     if not isinstance(value, str):
         return None
     text = value.strip().lower()
     try:
-        return float(text)
+        return _finite(float(text))  # `nan`, `inf` and `1e400` parse as floats but are no duration
     except ValueError:
         pass
     if not _DURATION_RE.fullmatch(text):
         return None
-    return sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text))
+    return _finite(sum(float(n) * _UNITS[u] for n, u in _DURATION_PART.findall(text)))
+
+
+def _finite(value: float) -> float | None:
+    try:
+        seconds = float(value)  # an int too big for a float raises OverflowError
+    except OverflowError:
+        return None
+    return seconds if math.isfinite(seconds) else None
+
+
+def format_duration(seconds: float) -> str:
+    """``90`` -> ``1m30s``: bounds in messages, written as users write durations."""
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    out = ""
+    for unit in ("d", "h", "m", "s"):
+        count, seconds = divmod(seconds, _UNITS[unit])
+        if count:
+            out += f"{count:g}{unit}"
+    return out or "0s"

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from reconciler.errors import ComposeError, Location
 from reconciler.render.interpolate import TemplateError, substitute
+from reconciler.render.loader import read_text
 
 Lookup = Callable[[str], "str | None"]
 
@@ -187,12 +188,6 @@ def read_env_file(
     path: str, lookup: Lookup, *, display: str | None = None, raw: bool = False
 ) -> dict[str, str]:
     """Parse the env file at ``path`` (dotenv syntax, or ``raw``); ComposeError if it cannot be read."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
-    except FileNotFoundError:
-        raise ComposeError("env file not found", Location(file=display or path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ComposeError(f"cannot read env file: {exc}", Location(file=display or path)) from None
+    text = read_text(path, what="env file", display=display)
     parse = parse_raw_env if raw else parse_env
     return parse(text, display or path, lookup)

@@ -76,7 +76,7 @@ def float32_number(value: float) -> float | int:
 
 def float64_number(value: float) -> float | int:
     """A float64 as a JSON number the way Go prints it (integral values without a fraction)."""
-    if value == int(value) and abs(value) < 2**53:
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
         return int(value)
     return value
 

@@ -7,6 +7,7 @@ ShellCommand, Mapping, HostsList...), ``struct`` mirrors a Go struct (field orde
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -90,18 +91,20 @@ def t_ptr_int(value: Any, path: tuple[str, ...]) -> Any:
 def to_float(value: Any, path: tuple[str, ...]) -> float:
     if isinstance(value, bool):
         raise ModelError(path, f"{'.'.join(path)} must be a number, got {value!r}")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, int | float):
             return float(value)
-        except ValueError:
-            pass
-    raise ModelError(path, f"{'.'.join(path)} must be a number, got {value!r}")
+        if isinstance(value, str):
+            return float(value)
+    except (ValueError, OverflowError):
+        pass
+    raise ModelError(path, f"{'.'.join(path)} must be a number, got {str(value)[:40]!r}")
 
 
 def t_float32(value: Any, path: tuple[str, ...]) -> Any:
     number = to_float(value, path)
+    if not math.isfinite(number):  # Go's encoding/json refuses to print ±Inf and NaN
+        raise ModelError(path, f"{'.'.join(path)} must be a finite number, got {value!r}")
     return float32_number(number) if number else OMIT
 
 

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from reconciler.errors import ComposeError, Location
 from reconciler.render.envfile import read_env_file
-from reconciler.render.loader import Document, load_file
+from reconciler.render.loader import Document, is_special, load_file
 
 MAX_DEPTH = 16  # includes of includes; deeper is refused (a cycle through a non-first path ends here)
 RESOURCES = ("services", "volumes", "networks", "secrets", "configs", "models")  # what an include adds
@@ -306,7 +306,7 @@ class Includer:
 
 def _regular(path: str, info: os.stat_result) -> bool:
     """A plain file: a FIFO or device could block or never end, /proc and /sys are not configuration."""
-    return stat.S_ISREG(info.st_mode) and not os.path.realpath(path).startswith(("/proc/", "/sys/", "/dev/"))
+    return stat.S_ISREG(info.st_mode) and not is_special(path)
 
 
 def go_equal(a: Any, b: Any) -> bool:

@@ -252,7 +252,8 @@ def _walk(value: Any, path: tuple[str | int, ...], trie: dict[str, Any], lookup:
     if isinstance(value, dict):
         out = {}
         for key, item in value.items():
-            sub = trie.get(key) or trie.get("*") or _EMPTY if trie else _EMPTY
+            # the "" entry is this level's cast, never a child: a user key "" must not pick it up
+            sub = (trie.get(key) if key != "" else None) or trie.get("*") or _EMPTY if trie else _EMPTY
             out[key] = _walk(item, (*path, key), sub, lookup)
         return out
     if isinstance(value, list):

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime
 import functools
 import math
+import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +28,9 @@ _MAP = "tag:yaml.org,2002:map"
 _SEQ = "tag:yaml.org,2002:seq"
 RESET = "!reset"
 OVERRIDE = "!override"
+
+MAX_FILE_BYTES = 4 * 1024 * 1024  # per file read by the renderer; real compose files are a few KiB
+_SPECIAL_DIRS = ("/proc/", "/sys/", "/dev/")
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
@@ -68,8 +73,8 @@ _UINT64_MAX = 2**64 - 1
 
 def _go_parse_int(text: str) -> int | None:
     """strconv.ParseInt(s, 0, 64) then ParseUint, as go-yaml v3 tries them."""
-    if not _GO_INT.match(text):
-        return None
+    if len(text) > 80 or not _GO_INT.match(text):
+        return None  # longer than any 64-bit literal (and than Python's int-from-text limit)
     sign = -1 if text[0] == "-" else 1
     body = text[1:] if text[0] in "+-" else text
     if len(body) > 1 and body[0] == "0" and body[1] in "xXoObB":
@@ -136,7 +141,9 @@ def resolve_plain(text: str) -> Any:
             if as_int is not None:
                 return as_int
             if _YAML_FLOAT.match(plain):
-                return float(plain)
+                number = float(plain)
+                # strconv.ParseFloat fails with ErrRange on overflow: go-yaml keeps such a scalar a string
+                return number if not math.isinf(number) else text
     return text
 
 
@@ -230,6 +237,12 @@ class _Builder:
         self.resets: list[Path] = []
         self.overrides: list[Path] = []
         self._active: set[int] = set()  # node ids on the current path: catches recursive aliases
+        # go-yaml v3's alias-expansion budget (decode.go allowedAliasRatio), so a "billion laughs" file
+        # fails fast here as it does in compose instead of costing seconds and hundreds of MB
+        self._seen: set[int] = set()  # collection nodes built once: meeting one again is an alias
+        self._alias_depth = 0
+        self._decoded = 0
+        self._aliased = 0
 
     def error(self, message: str, node: yaml.Node) -> ComposeError:
         return ComposeError(message, _loc(self.source, node.start_mark.line + 1))
@@ -247,19 +260,41 @@ class _Builder:
         if id(node) in self._active:
             raise self.error("recursive YAML alias", node)
         self._active.add(id(node))
+        alias = id(node) in self._seen
+        self._seen.add(id(node))
+        self._alias_depth += alias
         try:
             if type(node) is yaml.SequenceNode:
+                self._count(node, len(node.value))
                 # `!reset` paths never match inside sequences (as in compose), so items share the path
                 return [self.build(item, path) for item in node.value]
             return self.mapping(node, path)
         finally:
+            self._alias_depth -= alias
             self._active.discard(id(node))
+
+    def _count(self, node: yaml.Node, children: int) -> None:
+        """Charge ``children`` decoded values; refuse a document that is mostly alias expansion."""
+        self._decoded += children + 1
+        if self._alias_depth:
+            self._aliased += children + 1
+        if (
+            self._aliased > 100
+            and self._decoded > 1000
+            and self._aliased / self._decoded > _allowed_alias_ratio(self._decoded)
+        ):
+            raise self.error(
+                f"document contains excessive aliasing ({self._aliased} values expanded from YAML aliases "
+                f"out of {self._decoded})",
+                node,
+            )
 
     def mapping(self, node: yaml.Node, path: Path) -> dict[str, Any]:
         out: dict[str, Any] = {}
         seen: dict[str, yaml.Node] = {}
         merges: list[yaml.Node] = []
         scalar = yaml.ScalarNode
+        self._count(node, 2 * len(node.value))
         for key_node, value_node in node.value:
             if key_node.tag == _PLAIN:
                 if key_node.value == "<<":
@@ -292,21 +327,78 @@ class _Builder:
             for target in targets:
                 if not isinstance(target, yaml.MappingNode):
                     raise self.error("map merge requires a mapping or a list of mappings", target)
-                for key, value in self.mapping(target, path).items():
+                alias = id(target) in self._seen
+                self._seen.add(id(target))
+                self._alias_depth += alias
+                try:
+                    items = self.mapping(target, path).items()
+                finally:
+                    self._alias_depth -= alias
+                for key, value in items:
                     out.setdefault(key, value)
         return out
 
 
-def _read(path: str) -> str:
+def _allowed_alias_ratio(decoded: int) -> float:
+    """go-yaml v3: up to 99% aliases in small documents, falling linearly to 10% at 4 million values."""
+    if decoded <= 400_000:
+        return 0.99
+    if decoded >= 4_000_000:
+        return 0.10
+    return 0.99 - 0.89 * (decoded - 400_000) / 3_600_000
+
+
+def is_special(path: str) -> bool:
+    """Under /proc, /sys or /dev (symlinks followed): never configuration, even when a plain file."""
+    return os.path.realpath(path).startswith(_SPECIAL_DIRS)
+
+
+def read_text(path: str, *, what: str = "file", display: str | None = None) -> str:
+    """The UTF-8 text of a regular file of at most MAX_FILE_BYTES; ComposeError naming it otherwise.
+
+    Every file the renderer reads (compose, extends, include, env files) comes through here: a FIFO would
+    block the worker, a device or /proc file may never end, and a huge file would cost memory for nothing.
+    ``/dev/null`` reads as empty, the usual way to say "no file".
+    """
+    where = Location(file=display or path)
+    if os.path.realpath(path) == "/dev/null":  # also through a symlink, e.g. `.env -> /dev/null`
+        return ""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat on the open file then refuses it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise ComposeError("file not found", _loc(path), hint="check the -f path") from None
+        raise ComposeError(f"{what} not found", where, hint="check the path") from None
     except IsADirectoryError:
-        raise ComposeError("is a directory, not a compose file", _loc(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ComposeError(f"cannot read file: {exc}", _loc(path)) from None
+        raise ComposeError(f"{what} is a directory, not a file", where) from None
+    except OSError as exc:
+        raise ComposeError(f"cannot read {what}: {exc.strerror}", where) from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ComposeError(f"{what} is a directory, not a file", where)
+        if not stat.S_ISREG(info.st_mode) or is_special(path):
+            raise ComposeError(
+                f"{what} is not a regular file (a FIFO, device, /proc, /sys or /dev file is never read)",
+                where,
+                hint="point it at a plain file",
+            )
+        try:
+            data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ComposeError(f"cannot read {what}: {exc.strerror}", where) from None
+    if len(data) > MAX_FILE_BYTES:
+        raise ComposeError(
+            f"{what} is larger than the limit of {MAX_FILE_BYTES // (1024 * 1024)} MiB per file",
+            where,
+            hint="split it or remove what it does not need",
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise ComposeError(f"cannot read {what}: {reason}", where) from None
+    # as open() in text mode: CRLF and CR become LF (a Windows-edited env file keeps no stray \r)
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def _nodes(text: str, source: str) -> Iterator[yaml.Node]:
@@ -336,7 +428,7 @@ def load_file(path: str, *, display: str | None = None, allow_empty: bool = Fals
     ``allow_empty``: a file without documents gives none (compose accepts an empty included file).
     """
     source = display or path
-    docs = list(_parse(_read(path), source))
+    docs = list(_parse(read_text(path, display=source), source))
     if not docs and not allow_empty:
         raise ComposeError(
             "empty compose file", _loc(source), hint="a compose file needs at least `services:`"

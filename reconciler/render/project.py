@@ -9,6 +9,7 @@ model printed.
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -82,7 +83,7 @@ def _depth(data: Any, path: tuple[str | int, ...]) -> int:
     """How many leading parts of ``path`` exist in ``data``."""
     depth = 0
     for part in path:
-        if isinstance(data, list) and isinstance(part, str) and part.isdigit():
+        if isinstance(data, list) and isinstance(part, str) and part.isascii() and part.isdigit():
             part = int(part)
         found = (isinstance(data, dict) and isinstance(part, str) and part in data) or (
             isinstance(data, list) and isinstance(part, int) and part < len(data)
@@ -95,7 +96,7 @@ def _depth(data: Any, path: tuple[str | int, ...]) -> int:
 
 
 def _as_path(path: tuple[Any, ...]) -> tuple[str | int, ...]:
-    return tuple(int(p) if isinstance(p, str) and p.isdigit() else p for p in path)
+    return tuple(int(p) if isinstance(p, str) and p.isascii() and p.isdigit() else p for p in path)
 
 
 class Renderer:
@@ -187,7 +188,7 @@ class Renderer:
         if self.opts.env_files:
             paths = [self._abs(f) for f in self.opts.env_files]
             for path in paths:
-                if not os.path.isfile(path):
+                if not os.path.exists(path):  # a FIFO or device exists: reading it gives the clear error
                     raise ComposeError("env file not found", Location(file=path), hint="check --env-file")
         else:
             # compose reads .env before it looks for compose files: when they are discovered (no -f, no
@@ -420,7 +421,10 @@ class Renderer:
                 result[kind] = printed
         for key, value in merged.items():
             if key.startswith("x-"):
-                result[key] = _json_numbers(value)
+                try:
+                    result[key] = _json_numbers(value)
+                except ValueError as exc:
+                    raise self.error(f"{key}: {exc}", (key,)) from None
         return {key: result[key] for key in sorted(result)}
 
     def service_environment(self, name: str, service: dict[str, Any]) -> dict[str, str | None]:
@@ -451,7 +455,7 @@ class Renderer:
             )
             if not isinstance(path, str):
                 raise self.error("env_file path must be a string", where)
-            if not os.path.isfile(path):
+            if not os.path.exists(path):  # a FIFO or device exists: reading it gives the clear error
                 if required:
                     raise self.error(
                         f"env file {path} not found",
@@ -481,6 +485,8 @@ class Renderer:
 def _json_numbers(value: Any) -> Any:
     """Raw YAML values (x- extensions) as Go's encoding/json prints them."""
     if isinstance(value, float):
+        if not math.isfinite(value):  # `docker compose config` fails: json: unsupported value: +Inf
+            raise ValueError(f"{value} cannot be written as JSON: use a finite number or quote it")
         return float64_number(value)
     if isinstance(value, datetime.datetime):
         return go_time(value)

@@ -7,8 +7,10 @@ reconciler instance it comes from (``X-Reconciler-Instance``), so `reconciler st
 
 from __future__ import annotations
 
+import io
 import json
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -65,9 +67,76 @@ class ServerHandle:
         self._thread.join()
 
 
+MAX_HANDLERS: Final = 64  # requests served at once; past that a client gets an immediate 503
+HEADER_SECONDS: Final = 15.0  # for a request line and headers in all: slow-loris clients are cut off
+_BUSY: Final = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n"
+)
+# A client that hangs up or stalls is its own problem, not ours: logged at debug, never as a traceback.
+_CLIENT_GONE: Final = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
+
+
 class _Server(ThreadingHTTPServer):
+    """A thread per request, at most ``max_handlers`` at once."""
+
     daemon_threads = True
     allow_reuse_address = True
+    max_handlers = MAX_HANDLERS
+
+    def server_activate(self) -> None:
+        self._slots = threading.BoundedSemaphore(self.max_handlers)
+        super().server_activate()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:  # a few bytes into a fresh socket's empty buffer: never blocks the accept loop
+                request.setblocking(False)
+                request.send(_BUSY)
+            except OSError:
+                pass
+            log.warning(
+                "http server busy: request refused", client=client_address[0], limit=self.max_handlers
+            )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, _CLIENT_GONE):
+            log.debug("http client went away", client=client_address[0], error=type(error).__name__)
+        else:
+            log.error("http connection failed", client=client_address[0], exc_info=True)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The request's socket, read with a deadline: each read waits at most until ``deadline``, so a client
+    trickling a byte at a time cannot stretch headers (or a body) past it."""
+
+    def __init__(self, sock: socket.socket, per_read: float) -> None:
+        self.sock = sock
+        self.per_read = per_read
+        self.deadline = time.monotonic() + HEADER_SECONDS
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the client took too long to send its request")
+        self.sock.settimeout(min(self.per_read, remaining))
+        return self.sock.recv_into(buffer)
 
 
 class _Server6(_Server):
@@ -125,7 +194,25 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     timeout = REQUEST_TIMEOUT
     protocol_version = "HTTP/1.1"
+    header_seconds = HEADER_SECONDS
     _responded = False
+    _reader: _DeadlineReader
+
+    # -- bounds ---------------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        super().setup()
+        self._reader = _DeadlineReader(self.connection, self.timeout or REQUEST_TIMEOUT)
+        self.rfile = io.BufferedReader(self._reader, 65536)
+
+    def handle_one_request(self) -> None:
+        # the clock for a request line and headers starts when we wait for them (keep-alive included)
+        self._reader.deadline = time.monotonic() + self.header_seconds
+        try:
+            super().handle_one_request()
+        except _CLIENT_GONE as exc:
+            log.debug("http client went away", client=self.client_address[0], error=type(exc).__name__)
+            self.close_connection = True
 
     # -- dispatch -------------------------------------------------------------------------------------
 
@@ -142,6 +229,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         self._responded = False
+        self._reader.deadline = time.monotonic() + BODY_SECONDS  # headers are in: the body has its own
         # A body we won't read would be parsed as the next request on this keep-alive connection.
         if self.headers.get("Content-Length", "0") != "0" or "Transfer-Encoding" in self.headers:
             self.close_connection = True
@@ -155,6 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(405, {"error": f"method not allowed; use {allow}"}, {"Allow": allow})
             else:
                 methods[self.command](self)
+        except _CLIENT_GONE:
+            self.close_connection = True  # nobody to answer
         except Exception:
             # Log the traceback for operators; the client only ever sees a one-line 500.
             log.exception("http request failed", method=self.command, path=self.path)

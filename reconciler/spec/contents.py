@@ -79,7 +79,7 @@ def _content_mount(
     m: dict[str, Any] = {"name": str(ref["source"]), "digest": digest, "target": target}
     for key in ("uid", "gid"):
         if ref.get(key) not in (None, ""):
-            if not str(ref[key]).isdigit():
+            if not (str(ref[key]).isascii() and str(ref[key]).isdigit()):
                 raise _unsupported(service, kind, f"{key} {ref[key]!r} is not a number")
             m[key] = int(str(ref[key]))
     if ref.get("mode") not in (None, ""):
