@@ -375,6 +375,7 @@ class Deployer:
                 hint=f"set `allow_empty: true` on environment {target.env.name!r} to allow removing it",
             )
         self.check_policy(target, resolved)
+        _check_hook_services(target, {s.name for s in spec.services})
 
     def check_policy(self, target: Target, resolved: Resolved) -> None:
         """Refuse a revision that breaks the environment's policy, listing every violation; the
@@ -649,6 +650,20 @@ class Deployer:
         self.metrics.reconcile(
             target.app.name, target.env.name, target.project, label, self.clock() - started
         )
+
+
+def _check_hook_services(target: Target, services: set[str]) -> None:
+    """Every hook names a service of the revision: found before anything runs, not after the stack changed."""
+    hooks = target.env.hooks
+    for phase, steps in (("pre_deploy", hooks.pre_deploy), ("post_deploy", hooks.post_deploy)):
+        for step in steps:
+            if step.service not in services:
+                raise InputError(
+                    f"{step.describe(phase)} of environment {target.env.name!r} names service "
+                    f"{step.service!r}, which this revision does not have "
+                    f"(services: {', '.join(sorted(services)) or 'none'})",
+                    hint="fix `hooks:` in environments.yaml, or the compose files",
+                )
 
 
 def _before_any_change(err: ReconcilerError) -> bool:

@@ -201,3 +201,23 @@ def test_string_command_is_split_and_never_run_by_a_host_shell(
     assert not host_file.exists()
     assert [c for c in containers(docker_client, project)] == []
     daemon.queue.shutdown()
+
+
+def test_hook_naming_a_missing_service_fails_before_anything_runs(
+    tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
+) -> None:
+    """A post_deploy hook naming a service the revision lacks refuses the revision up front: no stack is
+    created that would then have to be rolled back."""
+    prefix = unique_prefix()
+    cleanup(prefix)
+    project = f"{prefix}-production"
+    daemon = _daemon_for(tmp_path, repo, prefix, {"post_deploy": [{"service": "wbe", "run": "true"}]})
+    sync_all(daemon)
+    history = daemon.state.history(project)
+    assert history[0].result is Result.FAILURE
+    assert (
+        "post_deploy hook `true` (service 'wbe')" in history[0].error
+        and "db, migrate, web" in history[0].error
+    )
+    assert containers(docker_client, project) == {}
+    daemon.queue.shutdown()
