@@ -221,3 +221,22 @@ def test_hook_naming_a_missing_service_fails_before_anything_runs(
     )
     assert containers(docker_client, project) == {}
     daemon.queue.shutdown()
+
+
+def test_hook_timeout_kills_and_removes_its_container(
+    tmp_path: Path, repo: Repo, docker_client: docker.DockerClient, cleanup: Any
+) -> None:
+    """A step still running at its timeout is killed and removed, and the deploy fails naming it."""
+    prefix = unique_prefix()
+    cleanup(prefix)
+    project = f"{prefix}-production"
+    run = 'sh -c "echo started; exec sleep 300"'
+    daemon = _daemon_for(
+        tmp_path, repo, prefix, {"pre_deploy": [{"service": "db", "run": run, "timeout": "2s"}]}
+    )
+    sync_all(daemon)
+    error = daemon.state.history(project)[0].error
+    assert "pre_deploy hook" in error and "did not finish within 2s" in error and "started" in error
+    assert _one_offs(docker_client, project) == []
+    assert containers(docker_client, project) == {}
+    daemon.queue.shutdown()
