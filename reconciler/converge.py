@@ -247,6 +247,26 @@ class Converger:
             contentfiles.prune(self._state_dir, spec.name, {f.path for f in spec.files})
         return plan
 
+    def prepare(
+        self,
+        project: RenderedLike,
+        *,
+        labels: Mapping[str, str] | None = None,
+        cancel: threading.Event | None = None,
+        owner: str | None = None,
+        subnet_pool: str | None = None,
+    ) -> dict[str, str | None]:
+        """The first steps of `up` and nothing more: ownership checked, files written, networks and
+        volumes created, images pulled or built. No container changes, so pre-deploy hooks can run
+        from the new revision next to the old stack. Returns the image IDs by image name."""
+        spec = _spec(project)
+        self._check_ownership(spec, self._engine.list_containers(spec.name), owner)
+        extra = {**(labels or {}), **({L.OWNER: owner} if owner is not None else {})}
+        self._write_files(spec)
+        self._ensure_networks(spec, extra, subnet_pool=subnet_pool)
+        self._ensure_volumes(spec, extra)
+        return self._ensure_images(spec, build=True, stop=_Stop(cancel))
+
     def _write_files(self, spec: ProjectSpec) -> None:
         if not spec.files:
             return

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from reconciler.config.globs import glob_match
+from reconciler.config.hooks import NO_HOOKS, HealthGate, Hooks
 from reconciler.policy import PERMISSIVE, Policy
 
 DEFAULT_LISTEN = ("127.0.0.1", 9469)
@@ -51,6 +52,8 @@ class EnvConfig:
     image_check: str = "local"
     image_check_interval: float = DEFAULT_IMAGE_CHECK_INTERVAL  # seconds between registry checks
     policy: Policy = field(default=PERMISSIVE, hash=False)  # what a rendered revision may ask for
+    hooks: Hooks = NO_HOOKS  # one-off commands before and after a deploy
+    health_gate: HealthGate | None = None  # an HTTP check on this host that a deploy must pass
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property

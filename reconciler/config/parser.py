@@ -13,6 +13,7 @@ import yaml
 
 from reconciler.config.checks import check_cancelled, check_unique
 from reconciler.config.fields import _FieldReaders
+from reconciler.config.hooks import read_health_gate, read_hooks
 from reconciler.config.model import (
     DEFAULT_DEPLOY_TIMEOUT,
     DEFAULT_DRIFT_INTERVAL,
@@ -52,6 +53,8 @@ _ENV_KEYS = (
     "image_check",
     "image_check_interval",
     "policy",
+    "hooks",
+    "health_gate",
 )
 
 
@@ -275,5 +278,7 @@ class _Parser(_FieldReaders):
             image_check=self.image_check(m, where),
             image_check_interval=self.image_check_interval(m, where),
             policy=read_policy(self, m, where, ephemeral=ephemeral),
+            hooks=read_hooks(self, m, where),
+            health_gate=read_health_gate(self, m, where),
             line=line,
         )

@@ -31,6 +31,7 @@ from reconciler.status import Result
 
 if TYPE_CHECKING:
     from reconciler.config import AppConfig, Config, EnvConfig
+    from reconciler.config.hooks import HookStep
     from reconciler.converge import Converger
     from reconciler.report.metrics import Metrics
     from reconciler.source import GitSource
@@ -323,8 +324,13 @@ class Deployer:
             # 2. the checkout moves to the new tree: containers created from now on mount it
             source.activate(checkout, checkout.parent / resolved.tree)
             activated = True
-            # 3. plan + apply, health-gated; transient failures are retried, the stack untouched
+            # 3. pre_deploy hooks: from the new revision, before any container of the stack changes
+            self._pre_deploy(target, resolved, cancel, log)
+            # 4. plan + apply, health-gated; transient failures are retried, the stack untouched
             plan = self._retrying(target, lambda: self._up(target, resolved, cancel), cancel, log)
+            # 5. post_deploy hooks, then the health gate: either failing fails (and rolls back) the deploy
+            self._post_deploy(target, resolved, log)
+            self._health_gate(target, resolved, cancel, log)
             result = Result.NOOP if plan.is_noop else Result.SUCCESS
             self.state.finish_deploy(deploy_id, result)
             with self._lock:
@@ -352,8 +358,9 @@ class Deployer:
                 self._count(target, Result.FAILURE, started)
                 log.warning("deploy.transient_error", error=str(err), reason=err.reason)
                 return Outcome(Result.FAILURE, commit, str(err))
-            # Bad compose/config in this commit: nothing was changed, retrying won't help.
-            rollback = not isinstance(err, InputError)
+            # Bad compose/config in this commit, or a failed pre_deploy hook: nothing was changed (the
+            # old stack runs untouched), and retrying won't help.
+            rollback = not isinstance(err, InputError) and not _before_any_change(err)
             return self._failed(target, commit, deploy_id, err, started, log, rollback=rollback)
 
     def _check(self, target: Target, resolved: Resolved) -> None:
@@ -368,6 +375,7 @@ class Deployer:
                 hint=f"set `allow_empty: true` on environment {target.env.name!r} to allow removing it",
             )
         self.check_policy(target, resolved)
+        _check_hook_services(target, {s.name for s in spec.services})
 
     def check_policy(self, target: Target, resolved: Resolved) -> None:
         """Refuse a revision that breaks the environment's policy, listing every violation; the
@@ -401,6 +409,106 @@ class Deployer:
             allow_empty=target.env.allow_empty,
             subnet_pool=self.config.networks_pool if target.ephemeral else None,
         )
+
+    # -- hooks and health gate ---------------------------------------------------------------------
+    def _pre_deploy(
+        self, target: Target, resolved: Resolved, cancel: threading.Event | None, log: Any
+    ) -> None:
+        """The environment's pre_deploy hooks. The new revision's networks, volumes and images are made
+        first (as `up` would, idempotent); no container of the stack changes."""
+        steps = target.env.hooks.pre_deploy
+        if not steps:
+            return
+        image_ids = self._retrying(
+            target,
+            lambda: self.converger.prepare(
+                resolved,
+                labels=self._stack_labels(target, resolved),
+                cancel=cancel,
+                owner=self.owner(target.app.name, target.env.name),
+                subnet_pool=self.config.networks_pool if target.ephemeral else None,
+            ),
+            cancel,
+            log,
+        )
+        self._run_hooks(target, resolved, "pre_deploy", steps, image_ids, log)
+
+    def _post_deploy(self, target: Target, resolved: Resolved, log: Any) -> None:
+        steps = target.env.hooks.post_deploy
+        if steps:
+            self._run_hooks(target, resolved, "post_deploy", steps, {}, log)
+
+    def _run_hooks(
+        self,
+        target: Target,
+        resolved: Resolved,
+        phase: str,
+        steps: tuple[HookStep, ...],
+        image_ids: Mapping[str, str | None],
+        log: Any,
+    ) -> None:
+        """Each step in order, stopping at the first failure; output and exit code go to the log, and
+        a failure's message (recorded in history) carries them too."""
+        from reconciler.contentfiles import project_dir
+        from reconciler.hooks import HookFailed, HookRunner
+        from reconciler.spec import project_spec
+
+        runner = HookRunner(
+            self.converger.engine, files_dir=str(project_dir(self.config.state_dir, target.project))
+        )
+        spec = project_spec(resolved)
+        labels = {
+            **self._stack_labels(target, resolved),
+            L.OWNER: self.owner(target.app.name, target.env.name),
+        }
+        for step in steps:
+            log.info("hook.start", phase=phase, service=step.service, command=list(step.command))
+            try:
+                run = runner.run(spec, step, phase, image_ids=image_ids, labels=labels)
+            except HookFailed as err:
+                code = err.run.exit_code if err.run else None
+                log.error("hook.failed", phase=phase, service=step.service, exit_code=code, error=str(err))
+                raise
+            log.info(
+                "hook.done", phase=phase, service=step.service, exit_code=run.exit_code, output=run.output
+            )
+
+    def _health_gate(
+        self, target: Target, resolved: Resolved, cancel: threading.Event | None, log: Any
+    ) -> None:
+        from reconciler.healthgate import GateCheck, wait_healthy
+
+        gate = target.env.health_gate
+        if gate is None:
+            return
+        check = GateCheck(
+            url=self._gate_template(target, resolved, gate.url, "url"),
+            host=self._gate_template(target, resolved, gate.host, "host") if gate.host else None,
+            expect_status=gate.expect_status,
+            timeout=gate.timeout,
+        )
+        attempts = wait_healthy(check, cancel)
+        log.info("health_gate.passed", url=check.url, host=check.host, attempts=attempts)
+
+    @staticmethod
+    def _gate_template(target: Target, resolved: Resolved, template: str, key: str) -> str:
+        """``{branch}``, ``{app}``, ``{project}``, then ``{VAR}``: a variable the revision was rendered
+        with (the environment's `env:`, its env files, the repository's .env)."""
+        from reconciler.config.hooks import placeholders
+
+        value = target.expand(template)
+        for name in placeholders(value):
+            if name not in resolved.environment:
+                raise DeployError(
+                    f"health_gate.{key} {template!r} of environment {target.env.name!r} names {{{name}}}, "
+                    "which is not a variable of the environment: set it in `env:` or an env file",
+                    reason="HealthGateFailed",
+                )
+            value = value.replace(f"{{{name}}}", resolved.environment[name])
+        return value
+
+    def _stack_labels(self, target: Target, resolved: Resolved) -> dict[str, str]:
+        return {**target.labels(), L.CHECKOUT: resolved.tree}
 
     def _retrying(self, target: Target, step: Callable[[], T], cancel: threading.Event | None, log: Any) -> T:
         """Run ``step``; retry transient failures with bounded exponential backoff."""
@@ -542,6 +650,25 @@ class Deployer:
         self.metrics.reconcile(
             target.app.name, target.env.name, target.project, label, self.clock() - started
         )
+
+
+def _check_hook_services(target: Target, services: set[str]) -> None:
+    """Every hook names a service of the revision: found before anything runs, not after the stack changed."""
+    hooks = target.env.hooks
+    for phase, steps in (("pre_deploy", hooks.pre_deploy), ("post_deploy", hooks.post_deploy)):
+        for step in steps:
+            if step.service not in services:
+                raise InputError(
+                    f"{step.describe(phase)} of environment {target.env.name!r} names service "
+                    f"{step.service!r}, which this revision does not have "
+                    f"(services: {', '.join(sorted(services)) or 'none'})",
+                    hint="fix `hooks:` in environments.yaml, or the compose files",
+                )
+
+
+def _before_any_change(err: ReconcilerError) -> bool:
+    """A pre_deploy hook failed: it ran before any container of the stack changed."""
+    return isinstance(err, DeployError) and err.reason == "PreDeployHookFailed"
 
 
 def policy_error(commit: str, environment: str, violations: list[str]) -> PolicyError:
