@@ -227,6 +227,10 @@ class Deployer:
             # As if `docker compose` ran in the checkout: ${PWD} is the project's directory (rebased to
             # the stable checkout path with every other path), not wherever the daemon was started.
             working_dir=str(path),
+            # A branch must not make the daemon read the host (`env_file: /etc/shadow`): with the policy's
+            # binds_outside_checkout off, only the checkout and the operator's own files are read.
+            confine_to=None if env.policy.binds_outside_checkout else str(path),
+            confine_exempt=(*(str(o) for o in env.overlays), *(str(f) for f in env.env_files)),
         )
 
     @staticmethod

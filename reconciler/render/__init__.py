@@ -14,6 +14,7 @@ from typing import Any
 
 from reconciler.errors import ComposeError, InvalidNameError
 from reconciler.names import validate_project_name
+from reconciler.render.loader import confined
 from reconciler.render.project import Renderer
 
 __all__ = ["RenderOptions", "RenderedProject", "render", "unescape_dollars"]
@@ -34,6 +35,10 @@ class RenderOptions:
     # (label, compose document) merged after the files, in order; the label names it in error messages
     inline: tuple[tuple[str, Mapping[str, Any]], ...] = ()
     working_dir: str = "."  # relative files, --env-file and discovery start here; $PWD unless environ has it
+    # Not a compose flag: when set, every file read must resolve inside this directory, except the
+    # ``confine_exempt`` files (the operator's overlays and env files); see ``loader.confined``.
+    confine_to: str | None = None
+    confine_exempt: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -54,7 +59,8 @@ class RenderedProject:
 def render(opts: RenderOptions) -> RenderedProject:
     """Load, interpolate, merge, validate and normalize a compose project. Raises ComposeError."""
     try:
-        result = Renderer(opts).run()
+        with confined(opts.confine_to, opts.confine_exempt):
+            result = Renderer(opts).run()
     except ComposeError:
         raise
     except RecursionError:

@@ -12,7 +12,9 @@ import math
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,6 +355,44 @@ def is_special(path: str) -> bool:
     return os.path.realpath(path).startswith(_SPECIAL_DIRS)
 
 
+# (root, exempt files) while a confined render runs: see ``confined``.
+_CONFINE: ContextVar[tuple[str, frozenset[str]] | None] = ContextVar("render_confine", default=None)
+
+
+@contextmanager
+def confined(root: str | None, exempt: Iterable[str] = ()) -> Iterator[None]:
+    """While active, ``read_text`` refuses a file whose real path (symlinks followed) is outside ``root``,
+    unless it is one of ``exempt`` (files the operator named). How a preview's compose files are kept from
+    reading the host through `env_file`, `extends.file` or `include` (`env_file: /etc/shadow`, or a
+    committed symlink `leak.env -> /proc/self/environ`): the read itself is the leak, so it is refused
+    before it happens, not judged afterwards. ``root`` None: no confinement."""
+    if root is None:
+        yield
+        return
+    token = _CONFINE.set((os.path.realpath(root), frozenset(os.path.realpath(f) for f in exempt)))
+    try:
+        yield
+    finally:
+        _CONFINE.reset(token)
+
+
+def _check_confined(path: str, what: str, where: Location) -> None:
+    confine = _CONFINE.get()
+    if confine is None:
+        return
+    root, exempt = confine
+    real = os.path.realpath(path)
+    if real in exempt or real == root or real.startswith(root.rstrip("/") + "/"):
+        return
+    raise ComposeError(
+        f"{what} is outside the checkout: this environment's policy (binds_outside_checkout) reads no file "
+        "a branch could point at the host",
+        where,
+        hint="keep the file in the repository, or give it to the environment with `env_files:` in "
+        "environments.yaml",
+    )
+
+
 def read_text(path: str, *, what: str = "file", display: str | None = None) -> str:
     """The UTF-8 text of a regular file of at most MAX_FILE_BYTES; ComposeError naming it otherwise.
 
@@ -363,6 +403,7 @@ def read_text(path: str, *, what: str = "file", display: str | None = None) -> s
     where = Location(file=display or path)
     if os.path.realpath(path) == "/dev/null":  # also through a symlink, e.g. `.env -> /dev/null`
         return ""
+    _check_confined(path, what, where)
     try:
         # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat on the open file then refuses it
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
