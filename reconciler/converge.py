@@ -11,7 +11,8 @@ import contextlib
 import re
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -76,28 +77,53 @@ class Converger:
         self._engine = engine
         self._images: dict[str, str | None] = {}  # image ref -> ID, as of the last observe()
         self._lock = threading.Lock()
+        self._last_all: tuple[float, dict[str, LiveProject]] | None = None  # (monotonic, every project)
 
     # --- observe and plan (change nothing) ---
 
     def observe(self, projects: Collection[str] | None = None) -> dict[str, LiveProject]:
         """The live containers of ``projects`` (all compose projects if None) in one container-list call."""
         names = None if projects is None else list(projects)
+        taken = time.monotonic()
         summaries = self._engine.list_containers(names[0] if names and len(names) == 1 else None)
         with self._lock:
             self._images.clear()  # an observation is a snapshot: tags are resolved again after it
         live = parse_containers(summaries)
+        if names is None or len(names) != 1:
+            with self._lock:
+                self._last_all = (taken, live)  # every project on the host: see last_observation()
         if names is None:
             return live
         return {n: live.get(n, LiveProject(n)) for n in names}
 
-    def project_labels(self, labels: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    def last_observation(self, *, since: float) -> dict[str, LiveProject] | None:
+        """Every project's containers from the last observe() that listed them all, if it began after
+        ``since`` (``time.monotonic()``); None otherwise."""
+        with self._lock:
+            last = self._last_all
+        return last[1] if last is not None and last[0] >= since else None
+
+    def project_labels(
+        self, labels: Mapping[str, str], *, live: Mapping[str, LiveProject] | None = None
+    ) -> dict[str, dict[str, str]]:
         """Projects with a container, volume or network carrying all of ``labels`` -> that object's labels.
 
-        How the daemon finds ephemeral stacks to sweep even after their containers are gone."""
+        How the daemon finds ephemeral stacks to sweep even after their containers are gone. ``live``
+        (a recent observe()) stands in for the container list call."""
         found: dict[str, dict[str, str]] = {}
         wanted: dict[str, str | None] = {**labels, L.PROJECT: None}
+        containers: Sequence[Mapping[str, Any]]
+        if live is None:
+            containers = self._engine.list_containers(labels=dict(labels))
+        else:
+            containers = [
+                {"Labels": c.labels}
+                for project in live.values()
+                for c in project.containers
+                if all(c.labels.get(k) == v for k, v in labels.items())
+            ]
         listings = (
-            self._engine.list_containers(labels=dict(labels)),
+            containers,
             self._engine.list_volumes(wanted),
             self._engine.list_networks(wanted),
         )
@@ -729,9 +755,31 @@ class Converger:
         return sorted(v["Name"] for v in self._engine.list_volumes({L.PROJECT: project_name}))
 
 
+# Normalized specs of frozen rendered projects, by identity: the drift check plans every live stack
+# against the same Resolved revision each cycle, and normalizing is most of a no-op plan's cost.
+_SPECS: OrderedDict[int, tuple[RenderedLike, ProjectSpec]] = OrderedDict()
+_SPECS_LOCK = threading.Lock()
+_SPECS_MAX = 512
+
+
 def _spec(project: RenderedLike) -> ProjectSpec:
+    params = getattr(project, "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        validate_project_name(project.name)
+        return project_spec(project)
+    key = id(project)
+    with _SPECS_LOCK:
+        hit = _SPECS.get(key)
+        if hit is not None and hit[0] is project:
+            _SPECS.move_to_end(key)
+            return hit[1]
     validate_project_name(project.name)
-    return project_spec(project)
+    spec = project_spec(project)
+    with _SPECS_LOCK:
+        _SPECS[key] = (project, spec)  # the entry keeps the project alive, so its id is not reused
+        while len(_SPECS) > _SPECS_MAX:
+            _SPECS.popitem(last=False)
+    return spec
 
 
 def _mine(obj: Mapping[str, Any], owner: str | None) -> bool:
