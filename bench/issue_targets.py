@@ -39,7 +39,19 @@ from typing import Any
 
 import docker
 import yaml
-from daemon_bench import IMAGE, DaemonProcess, Repo, compose_binary, free_port, git, ms, pct, timed, wait_for
+from daemon_bench import (
+    IMAGE,
+    DaemonProcess,
+    Repo,
+    compose_binary,
+    free_port,
+    git,
+    log_time,
+    ms,
+    pct,
+    timed,
+    wait_for,
+)
 
 PREFIX = "tit"
 PROJECT_LABEL = "com.docker.compose.project"
@@ -400,6 +412,7 @@ def bench_webhook(tmp: Path, rounds: int) -> list[Row]:
                 raise RuntimeError(f"webhook answered {resp.status}")
 
     hook: list[float] = []
+    detect: list[float] = []  # POST -> deploy.start: ls-remote, fetch of the branch, checkout, render
     api_seen: list[float] = []
     pushes: list[float] = []
     with _daemon_process(cfg, port) as d:
@@ -409,6 +422,7 @@ def bench_webhook(tmp: Path, rounds: int) -> list[Row]:
             sha = repo.commit({"compose.yaml": APP_COMPOSE.format(image=IMAGE, rev=i)}, push=False)
             pushes.append(timed(repo.push))
             start = time.perf_counter()
+            posted = time.time()
             post(sha)
             wait_for(lambda i=i: web_rev() == str(i), 60, f"round {i}", interval=0.005)
             hook.append(time.perf_counter() - start)
@@ -423,6 +437,9 @@ def bench_webhook(tmp: Path, rounds: int) -> list[Row]:
                 interval=0.01,
             )
             api_seen.append(time.perf_counter() - start)
+            starts = d.events("deploy.start")
+            mine = [log_time(e["timestamp"]) for e in starts if e.get("commit") == sha[:12]]
+            detect.append(min(mine) - posted)
     # The same recreate by hand with docker-py: stop, remove, create, start one container like `web`.
     name = f"{PREFIX}-raw-web"
     raw: list[float] = []
@@ -465,6 +482,11 @@ def bench_webhook(tmp: Path, rounds: int) -> list[Row]:
             "webhook: raw docker-py stop + remove + create + start of the same container",
             spread(raw),
             "baseline",
+        ),
+        (
+            "webhook: … of which POST → `deploy.start` (ls-remote, fetch the branch, checkout, render)",
+            spread(detect),
+            "the rest is the recreate itself",
         ),
         ("webhook: … until `/api/environments` shows the commit Synced and Healthy", spread(api_seen), ""),
         ("webhook: `git push` to the bare repository (before the POST, not counted)", ms(med(pushes)), ""),

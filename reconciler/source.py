@@ -532,10 +532,20 @@ class GitSource:
         branch fails alone; the first failure is raised after the others were fetched.
         """
         wanted = {f"{_ORIGIN}{name}" for name in names}
-        self._drop_refs(wanted, prune=prune)
         base = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.repo]
+        refspecs = [f"+refs/heads/{n}:{_ORIGIN}{n}" for n in names]
+        if prune:
+            self._drop_refs(wanted, prune=True)
+        else:
+            # The common case (a branch moved) needs no cleanup: try first, and list the cache's refs
+            # only when the fetch fails, which is also what a blocking ref (see _drop_refs) makes it do.
+            try:
+                self._git_cache([*base, *refspecs], what="fetch from")
+                return
+            except GitError:
+                self._drop_refs(wanted, prune=False)
         try:
-            self._git_cache([*base, *(f"+refs/heads/{n}:{_ORIGIN}{n}" for n in names)], what="fetch from")
+            self._git_cache([*base, *refspecs], what="fetch from")
             return
         except GitError:
             if len(names) == 1:
