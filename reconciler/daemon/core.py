@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,6 +82,7 @@ class Daemon:
         self._poll_started: dict[str, float] = {}  # app -> monotonic start of its last poll
         self._torn_down = 0.0  # monotonic end of the last teardown
         self._desired: dict[str, tuple[tuple[Any, ...], Desired]] = {}  # app -> (inputs, answer)
+        self._sweeper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sweep-listing")
         # How a webhook's poll is started: set by Runtime (a thread per trigger); none in one-shot CLI use.
         self.trigger: Callable[[str], None] | None = None
         self.alive_check: Callable[[], bool] = lambda: True
@@ -166,6 +168,9 @@ class Daemon:
         started = time.monotonic()
         previous_poll = self._poll_started.get(app_name, started)
         self._poll_started[app_name] = started
+        # The sweep's Docker listing needs no git: it runs while ls-remote does. (A sync lists after its
+        # own observation instead, which the listing then reuses.)
+        swept = None if manual else self._sweeper.submit(self._docker_stacks, app_name, since=previous_poll)
         # 1. list heads: one ls-remote. A failure or an empty answer is an outage, never "branches deleted".
         try:
             heads = source.heads()
@@ -223,7 +228,8 @@ class Daemon:
             if target.project not in current:
                 self._maybe_deploy(target, commit, trigger=trigger, manual=manual)
         # 3. ephemeral stacks whose branch is gone (or expired): sweep, don't rely on seeing a delete
-        for project, branch, env_name in self._ephemeral_stacks(app_name, since=previous_poll):
+        live = swept.result() if swept is not None else self._docker_stacks(app_name, since=previous_poll)
+        for project, branch, env_name in self._ephemeral_stacks(app_name, live):
             if project in wanted:
                 continue
             if only is not None and project not in only and env_name not in only:
@@ -328,19 +334,28 @@ class Daemon:
         self.check_drift(only=[target.project])
         return outcome
 
-    def _ephemeral_stacks(self, app_name: str, *, since: float) -> list[tuple[str, str, str]]:
-        """(project, branch, environment) of the app's ephemeral stacks, from the database and live labels.
+    def _ephemeral_stacks(
+        self, app_name: str, live: dict[str, tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
+        """(project, branch, environment) of the app's ephemeral stacks: the database's, then ``live``."""
+        found: dict[str, tuple[str, str, str]] = {}
+        for row in self.state.snapshot().environments:
+            if row.app == app_name and row.ephemeral:
+                found[row.project] = (row.project, row.branch, row.environment)
+        for project, stack in live.items():
+            found.setdefault(project, stack)
+        return list(found.values())
+
+    def _docker_stacks(self, app_name: str, *, since: float) -> dict[str, tuple[str, str, str]]:
+        """The app's ephemeral stacks that Docker shows (a container, volume or network of ours).
 
         The containers come from the last full observation when it was made after ``since`` (the
         previous poll's start) and after the last teardown: a drift check lists every container anyway,
         and a stack of ours with no database row can only be a leftover, so one cycle old is fresh enough.
         """
         found: dict[str, tuple[str, str, str]] = {}
-        for row in self.state.snapshot().environments:
-            if row.app == app_name and row.ephemeral:
-                found[row.project] = (row.project, row.branch, row.environment)
-        # From Docker, only stacks this instance made for this app: another configuration's previews
-        # (another state_dir, same app name) carry another owner and are none of our business.
+        # Only stacks this instance made for this app: another configuration's previews (another
+        # state_dir, same app name) carry another owner and are none of our business.
         mine = self.deployer.owner_prefix(app_name)
         try:
             observed = self.converger.last_observation(since=max(since, self._torn_down))
@@ -352,7 +367,7 @@ class Daemon:
                 found.setdefault(project, (project, lbls.get(L.BRANCH, ""), lbls.get(L.ENVIRONMENT, "")))
         except DockerError as err:
             logs.get(app=app_name).warning("docker.sweep_failed", error=str(err))
-        return list(found.values())
+        return found
 
     def _teardown(self, app: str, environment: str, project: str, branch: str) -> None:
         def run(_cancel: threading.Event) -> None:
