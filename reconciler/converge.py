@@ -12,7 +12,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Collection, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from reconciler import labels as L
 from reconciler.engine import Engine, EngineError, EngineUnavailable
 from reconciler.errors import DeployError, DockerError, ReconcilerError, StateError
 from reconciler.names import validate_project_name
-from reconciler.observe import Observer
+from reconciler.observe import Listing, Observer
 from reconciler.plan import Action, Change, LiveProject, Plan, finishes, make_plan
 from reconciler.spec import (
     COMPOSE_VERSION,
@@ -99,17 +100,31 @@ class Converger:
             self._images.clear()  # an observation is a snapshot: tags are resolved again after it
         return live
 
-    def project_labels(self, labels: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    def last_observation(self, *, since: float) -> Listing | None:
+        """The raw container, network and volume listings of the last observe() that listed every
+        project, if it began after ``since`` (``time.monotonic()``); None otherwise."""
+        return self.observer.last_listing(since=since)
+
+    def project_labels(
+        self, labels: Mapping[str, str], *, live: Listing | None = None
+    ) -> dict[str, dict[str, str]]:
         """Projects with a container, volume or network carrying all of ``labels`` -> that object's labels.
 
-        How the daemon finds ephemeral stacks to sweep even after their containers are gone."""
+        How the daemon finds ephemeral stacks to sweep even after their containers are gone. ``live``
+        (a recent observe()'s listings) stands in for the three list calls."""
         found: dict[str, dict[str, str]] = {}
         wanted: dict[str, str | None] = {**labels, L.PROJECT: None}
-        listings = (
-            self._engine.list_containers(labels=dict(labels)),
-            self._engine.list_volumes(wanted),
-            self._engine.list_networks(wanted),
-        )
+        if live is not None:
+            listings: tuple[Sequence[Mapping[str, Any]], ...] = tuple(
+                [o for o in objects if all((o.get("Labels") or {}).get(k) == v for k, v in labels.items())]
+                for objects in (live.containers, live.networks, live.volumes)
+            )
+        else:
+            listings = (
+                self._engine.list_containers(labels=dict(labels)),
+                self._engine.list_volumes(wanted),
+                self._engine.list_networks(wanted),
+            )
         for listing in listings:
             for obj in listing:
                 obj_labels = obj.get("Labels") or {}
@@ -822,14 +837,40 @@ class Converger:
         return sorted(v["Name"] for v in self._engine.list_volumes({L.PROJECT: project_name}))
 
 
-def _spec(project: RenderedLike) -> ProjectSpec:
-    validate_project_name(project.name)
+# Normalized specs of frozen rendered projects, by identity: the drift check plans every live stack
+# against the same Resolved revision each cycle, and normalizing is most of a no-op plan's cost.
+_SPECS: OrderedDict[int, tuple[RenderedLike, ProjectSpec]] = OrderedDict()
+_SPECS_LOCK = threading.Lock()
+_SPECS_MAX = 512
+
+
+def _fresh_spec(project: RenderedLike) -> ProjectSpec:
     # spec reads no filesystem: the deployer's Resolved carries the mounted paths resolved when it was
     # deployed; a plain render (`reconciler up`, `plan`) gets them resolved here, as release 0 did.
     real = getattr(project, "real_paths", None)
     if real is None:
         real = {path: os.path.realpath(path) for path in host_paths(project.model)}
     return project_spec(project, real_paths=real)
+
+
+def _spec(project: RenderedLike) -> ProjectSpec:
+    params = getattr(project, "__dataclass_params__", None)
+    if params is None or not params.frozen:
+        validate_project_name(project.name)
+        return _fresh_spec(project)
+    key = id(project)
+    with _SPECS_LOCK:
+        hit = _SPECS.get(key)
+        if hit is not None and hit[0] is project:
+            _SPECS.move_to_end(key)
+            return hit[1]
+    validate_project_name(project.name)
+    spec = _fresh_spec(project)
+    with _SPECS_LOCK:
+        _SPECS[key] = (project, spec)  # the entry keeps the project alive, so its id is not reused
+        while len(_SPECS) > _SPECS_MAX:
+            _SPECS.popitem(last=False)
+    return spec
 
 
 def _mine(obj: Mapping[str, Any], owner: str | None) -> bool:

@@ -7,15 +7,25 @@ Called by ``Converger.observe``; ``Converger.events`` tells it which containers 
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Collection, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler import labels as L
 from reconciler.drift import HOST_KEYS
 from reconciler.engine import Engine, EngineError
 from reconciler.plan import LiveContainer, LiveProject, parse_containers
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The raw list answers of one observation of every project (containers, networks, volumes)."""
+
+    containers: tuple[Mapping[str, Any], ...]
+    networks: tuple[Mapping[str, Any], ...]
+    volumes: tuple[Mapping[str, Any], ...]
 
 
 class Observer:
@@ -28,16 +38,23 @@ class Observer:
         self._host: dict[str, tuple[str, Mapping[str, Any]]] = {}  # container ID -> (project, HOST_KEYS)
         self.inspections = 0  # containers inspected so far (tests check no inspect is repeated)
         self._forgets = 0  # bumped by forget(): an inspect that raced with an update is not cached
+        self._last: tuple[float, Listing] | None = None  # (monotonic start, listings) of a full snapshot
 
     def snapshot(self, projects: Collection[str] | None = None) -> dict[str, LiveProject]:
         """``projects`` (every compose project if None) as they run now, with their networks and volumes."""
         names = None if projects is None else list(projects)
         one = names[0] if names and len(names) == 1 else None
+        taken = time.monotonic()
         summaries = self._engine.list_containers(one)
         if names == []:
             return {}  # a ping (is Docker there?): the container list alone answers it
         networks = self._engine.list_networks({L.PROJECT: one})  # one None: every project's
         volumes = self._engine.list_volumes({L.PROJECT: one})
+        if one is None:
+            # Every project's objects: the poll's sweep of ephemeral stacks reuses them (``last_listing``)
+            # instead of listing again, so a cycle costs one list call per kind.
+            with self._lock:
+                self._last = (taken, Listing(tuple(summaries), tuple(networks), tuple(volumes)))
         live = parse_containers(summaries)
         self._drop_unlisted(live, one)
         wanted = list(live) if names is None else list(dict.fromkeys(names))
@@ -57,6 +74,12 @@ class Observer:
                 volumes=tuple(by_project[name]["volumes"]),
             )
         return out
+
+    def last_listing(self, *, since: float) -> Listing | None:
+        """The listings of the last snapshot of every project, if it began after ``since`` (monotonic)."""
+        with self._lock:
+            last = self._last
+        return last[1] if last is not None and last[0] >= since else None
 
     def forget(self, container_id: str | None = None) -> None:
         """Inspect ``container_id`` again at the next snapshot (Docker reported an `update`); None: all."""

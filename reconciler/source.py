@@ -134,6 +134,7 @@ class GitSource:
         self._lock = threading.Lock()
         self._present: set[str] = set()  # commits known to be in the cache (objects are never pruned)
         self._times: dict[str, float] = {}
+        self._last_listing: tuple[bytes, dict[str, str], dict[str, str]] | None = None
 
     def __repr__(self) -> str:
         return f"GitSource(app={self.app!r}, repo={redact(self.repo)!r})"
@@ -465,6 +466,10 @@ class GitSource:
     def _list(self) -> tuple[dict[str, str], dict[str, str]]:
         """One ``ls-remote --heads``: usable branch -> sha, and skipped branch -> why."""
         out = self._git(["ls-remote", "--heads", "--", self.repo], what="list the branches of")
+        last = self._last_listing
+        if last is not None and last[0] == out:
+            # Nothing moved (the common poll): skip checking a thousand branch names again.
+            return dict(last[1]), dict(last[2])
         heads: dict[str, str] = {}
         skipped: dict[str, str] = {}
         for line in out.split(b"\n"):
@@ -485,6 +490,7 @@ class GitSource:
                 skipped.pop(name, None)
             elif name not in heads:
                 skipped[name] = problem
+        self._last_listing = (out, dict(heads), dict(skipped))
         return heads, skipped
 
     def _legacy_commit(self, tree: Path) -> str | None:
@@ -526,10 +532,20 @@ class GitSource:
         branch fails alone; the first failure is raised after the others were fetched.
         """
         wanted = {f"{_ORIGIN}{name}" for name in names}
-        self._drop_refs(wanted, prune=prune)
         base = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", self.repo]
+        refspecs = [f"+refs/heads/{n}:{_ORIGIN}{n}" for n in names]
+        if prune:
+            self._drop_refs(wanted, prune=True)
+        else:
+            # The common case (a branch moved) needs no cleanup: try first, and list the cache's refs
+            # only when the fetch fails, which is also what a blocking ref (see _drop_refs) makes it do.
+            try:
+                self._git_cache([*base, *refspecs], what="fetch from")
+                return
+            except GitError:
+                self._drop_refs(wanted, prune=False)
         try:
-            self._git_cache([*base, *(f"+refs/heads/{n}:{_ORIGIN}{n}" for n in names)], what="fetch from")
+            self._git_cache([*base, *refspecs], what="fetch from")
             return
         except GitError:
             if len(names) == 1:

@@ -80,6 +80,21 @@ CREATE TABLE assignments (
 
 
 @dataclass(frozen=True)
+class Snapshot:
+    """The small tables every poll consults for every environment, read in one go.
+
+    ``State.snapshot()`` reloads it only after a write (by this process or another one), so a poll
+    with nothing moved costs one ``PRAGMA data_version`` instead of a query per environment."""
+
+    applied: Mapping[str, str]  # project -> last applied commit
+    pins: Mapping[str, str]  # project -> pinned commit
+    suspensions: Mapping[str, str]  # project -> reason (may be "")
+    failed: frozenset[tuple[str, str]]  # (project, commit) never retried in a loop
+    assignments: Mapping[str, Mapping[str, str]]  # app -> branch -> project, oldest first
+    environments: tuple[EnvRow, ...]
+
+
+@dataclass(frozen=True)
 class EnvRow:
     """An environment the daemon created and has not removed yet."""
 
@@ -99,6 +114,8 @@ class State:
         self.path = Path(path)
         self.clock = clock
         self._lock = threading.RLock()
+        self._writes = 0  # this connection's commits: PRAGMA data_version only counts other connections'
+        self._snapshot: tuple[int, int, Snapshot] | None = None
         try:
             # 0700 / 0600: the database holds deploy history and rendered configurations.
             self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -256,8 +273,7 @@ class State:
         return rows[0][0] if rows else None
 
     def last_applied(self, project: str) -> str | None:
-        rows = self._query("SELECT applied FROM revisions WHERE project = ?", (project,))
-        return rows[0][0] if rows else None
+        return self.snapshot().applied.get(project)
 
     def record_applied(self, project: str, commit: str, *, at: float | None = None) -> None:
         """Set the applied revision without a deploy (e.g. rebuilt from container labels at start-up)."""
@@ -276,10 +292,7 @@ class State:
             )
 
     def is_failed(self, project: str, commit: str) -> bool:
-        rows = self._query(
-            "SELECT 1 FROM failed_commits WHERE project = ? AND commit_sha = ?", (project, commit)
-        )
-        return bool(rows)
+        return (project, commit) in self.snapshot().failed
 
     def clear_failed(self, project: str) -> None:
         """Forget failures (a manual ``sync`` tries again)."""
@@ -301,8 +314,7 @@ class State:
             db.execute("DELETE FROM pins WHERE project = ?", (project,))
 
     def pinned(self, project: str) -> str | None:
-        rows = self._query("SELECT commit_sha FROM pins WHERE project = ?", (project,))
-        return rows[0][0] if rows else None
+        return self.snapshot().pins.get(project)
 
     # --- suspensions ---
 
@@ -320,8 +332,7 @@ class State:
 
     def suspension(self, project: str) -> str | None:
         """The reason if suspended (may be ``""``), None if not: test with ``is not None``."""
-        rows = self._query("SELECT reason FROM suspensions WHERE project = ?", (project,))
-        return rows[0][0] if rows else None
+        return self.snapshot().suspensions.get(project)
 
     def is_suspended(self, project: str) -> bool:
         return self.suspension(project) is not None
@@ -349,12 +360,7 @@ class State:
             )
 
     def environments(self) -> list[EnvRow]:
-        rows = self._query(
-            "SELECT project, app, environment, branch, ephemeral, created, updated FROM environments "
-            "ORDER BY app, environment, project",
-            (),
-        )
-        return [EnvRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in rows]
+        return list(self.snapshot().environments)
 
     def remove_environment(self, project: str) -> None:
         """Forget an environment and its revisions, failures, pin and suspension; history stays.
@@ -386,10 +392,7 @@ class State:
 
     def assignments(self, app: str) -> dict[str, str]:
         """Branch -> project for ``app``, oldest assignment first."""
-        rows = self._query(
-            "SELECT branch, project FROM assignments WHERE app = ? ORDER BY assigned_at, branch", (app,)
-        )
-        return {r[0]: r[1] for r in rows}
+        return dict(self.snapshot().assignments.get(app, {}))
 
     def release(self, app: str, branch: str) -> None:
         with self._tx() as db:
@@ -415,6 +418,55 @@ class State:
             out.setdefault(app, {})[branch] = sha
         return out
 
+    def changes(self) -> int:
+        """Rows this connection inserted, updated or deleted since it opened (SQLite ``total_changes``)."""
+        with self._lock:
+            return int(self._db.total_changes)
+
+    # --- the snapshot of small tables ---
+
+    def snapshot(self) -> Snapshot:
+        """Revisions, pins, suspensions, failed commits, assignments and environments as of now.
+
+        Cached until a write: this connection counts its own commits, and SQLite's ``data_version``
+        changes when another connection (a CLI command in another process) commits."""
+        with self._lock:
+            try:
+                version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:
+                raise StateError(f"cannot read the state database {str(self.path)!r}: {exc}") from exc
+            cached = self._snapshot
+            if cached is not None and cached[0] == version and cached[1] == self._writes:
+                return cached[2]
+            snap = self._load_snapshot()
+            self._snapshot = (version, self._writes, snap)
+            return snap
+
+    def _load_snapshot(self) -> Snapshot:
+        assignments: dict[str, dict[str, str]] = {}
+        for app, branch, project in self._query(
+            "SELECT app, branch, project FROM assignments ORDER BY assigned_at, branch", ()
+        ):
+            assignments.setdefault(app, {})[branch] = project
+        envs = self._query(
+            "SELECT project, app, environment, branch, ephemeral, created, updated FROM environments "
+            "ORDER BY app, environment, project",
+            (),
+        )
+        return Snapshot(
+            applied={
+                r[0]: r[1]
+                for r in self._query("SELECT project, applied FROM revisions WHERE applied IS NOT NULL", ())
+            },
+            pins={r[0]: r[1] for r in self._query("SELECT project, commit_sha FROM pins", ())},
+            suspensions={r[0]: r[1] for r in self._query("SELECT project, reason FROM suspensions", ())},
+            failed=frozenset(
+                (r[0], r[1]) for r in self._query("SELECT project, commit_sha FROM failed_commits", ())
+            ),
+            assignments=assignments,
+            environments=tuple(EnvRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in envs),
+        )
+
     # --- plumbing ---
 
     def _now(self, at: float | None) -> float:
@@ -434,22 +486,28 @@ class State:
         """One write transaction; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlocks)."""
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StateError(f"the state database {str(self.path)!r} is unavailable: {exc}") from exc
-            try:
-                yield self._db
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise StateError(f"cannot write the state database {str(self.path)!r}: {exc}") from exc
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK")
-                raise StateError(f"cannot write the state database {str(self.path)!r}: {exc}") from exc
+                yield from self._tx_locked()
+            finally:
+                self._writes += 1  # committed or rolled back: the snapshot is read again
+
+    def _tx_locked(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StateError(f"the state database {str(self.path)!r} is unavailable: {exc}") from exc
+        try:
+            yield self._db
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise StateError(f"cannot write the state database {str(self.path)!r}: {exc}") from exc
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise StateError(f"cannot write the state database {str(self.path)!r}: {exc}") from exc
 
     def _query(self, sql: str, params: tuple[object, ...]) -> list[sqlite3.Row]:
         with self._lock:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from reconciler.status import Drift, EnvironmentStatus, Health, Result, Sync
 _REGISTRY_TIMEOUT = 15.0  # seconds for one registry digest lookup through the Engine
 
 if TYPE_CHECKING:
+    from reconciler.branches import Desired
     from reconciler.config import AppConfig, Config, EnvConfig
     from reconciler.converge import Converger
     from reconciler.imagecheck import ImageChecker
@@ -82,6 +84,10 @@ class Daemon:
         self._docker_up = True
         self._polling: set[str] = set()
         self._poll_again: set[str] = set()
+        self._poll_started: dict[str, float] = {}  # app -> monotonic start of its last poll
+        self._torn_down = 0.0  # monotonic end of the last teardown
+        self._desired: dict[str, tuple[tuple[Any, ...], Desired]] = {}  # app -> (inputs, answer)
+        self._sweeper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sweep-listing")
         # How a webhook's poll is started: set by Runtime (a thread per trigger); none in one-shot CLI use.
         self.trigger: Callable[[str], None] | None = None
         self.alive_check: Callable[[], bool] = lambda: True
@@ -139,12 +145,16 @@ class Daemon:
             self._polling.add(app_name)
         try:
             while True:
+                started = time.monotonic()
                 try:
                     self._poll_once(app_name, only=only, trigger=trigger, manual=manual)
                 except ReconcilerError as err:
                     # e.g. the state database unwritable: report it, keep every stack as it is.
                     self._views[app_name].error = str(err)
                     logs.get(app=app_name).error("poll.failed", error=str(err))
+                finally:
+                    if self.metrics is not None:
+                        self.metrics.poll(app_name, time.monotonic() - started)
                 with self._lock:
                     if app_name not in self._poll_again:
                         break
@@ -161,6 +171,11 @@ class Daemon:
         view = self._views[app_name]
         log = logs.get(app=app_name)
         started = time.monotonic()
+        previous_poll = self._poll_started.get(app_name, started)
+        self._poll_started[app_name] = started
+        # The sweep's Docker listing needs no git: it runs while ls-remote does. (A sync lists after its
+        # own observation instead, which the listing then reuses.)
+        swept = None if manual else self._sweeper.submit(self._docker_stacks, app_name, since=previous_poll)
         # 1. list heads: one ls-remote. A failure or an empty answer is an outage, never "branches deleted".
         try:
             heads = source.heads()
@@ -178,16 +193,26 @@ class Daemon:
             self.state.save_heads(app_name, heads)
         # 2. branch → environment, with names kept for the life of a branch
         times = self._commit_times_for(app, source, heads)
-        assigned = self.state.assignments(app_name)
-        desired = desired_environments(
-            app, heads, assigned, times, self.clock(), reserved=self._reserved_names(app_name)
-        )
+        # One read of the small tables for the whole poll (cached until something writes).
+        snap = self.state.snapshot()
+        assigned = dict(snap.assignments.get(app_name, {}))
+        reserved = self._reserved_names(app_name)
+        # Routing a thousand branches is pure: reuse the last answer while its inputs are the same
+        # (never with a ttl, whose answer also depends on the clock).
+        inputs = (heads, assigned, reserved, times)
+        cached = self._desired.get(app_name)
+        if cached is not None and cached[0] == inputs and not any(e.ttl for e in app.environments):
+            desired = cached[1]
+        else:
+            desired = desired_environments(app, heads, assigned, times, self.clock(), reserved=reserved)
+            self._desired[app_name] = (inputs, desired)
         view.refused = {r.branch: r.message for r in desired.refused}
         if source.skipped_refs != view.skipped:
             for ref, why in source.skipped_refs.items():
                 log.warning("git.ref_skipped", ref=ref, why=why)  # once per change, not every poll
             view.skipped = dict(source.skipped_refs)
         wanted: dict[str, Target] = {}
+        candidates: list[tuple[Target, str]] = []
         for d in desired.environments:
             target = Target(app, d.environment, d.branch, d.project, d.slug)
             if assigned.get(d.branch) != d.project:
@@ -201,9 +226,15 @@ class Daemon:
                 self._targets[d.project] = target
             if only is not None and not self._matches(target, only):
                 continue
-            self._maybe_deploy(target, d.commit, trigger=trigger, manual=manual)
+            candidates.append((target, d.commit))
+        # A manual sync redeploys only what differs: stacks at their commit with no drift are left alone.
+        current = self._unchanged(candidates) if manual else set()
+        for target, commit in candidates:
+            if target.project not in current:
+                self._maybe_deploy(target, commit, trigger=trigger, manual=manual)
         # 3. ephemeral stacks whose branch is gone (or expired): sweep, don't rely on seeing a delete
-        for project, branch, env_name in self._ephemeral_stacks(app_name):
+        live = swept.result() if swept is not None else self._docker_stacks(app_name, since=previous_poll)
+        for project, branch, env_name in self._ephemeral_stacks(app_name, live):
             if project in wanted:
                 continue
             if only is not None and project not in only and env_name not in only:
@@ -211,6 +242,38 @@ class Daemon:
             if self.state.suspension(project) is not None:
                 continue  # suspended: observed, not changed (not even removed)
             self._teardown(app_name, env_name, project, branch)
+
+    def _unchanged(self, candidates: list[tuple[Target, str]]) -> set[str]:
+        """Projects already at the wanted commit whose live stack matches its rendered revision.
+
+        One container list for all of them and one render each (none after a deploy in this process);
+        a failed commit, a suspension, an outage or any drift leaves a stack to ``_maybe_deploy``."""
+        snap = self.state.snapshot()
+        check = [
+            (t, c)
+            for t, c in candidates
+            if snap.applied.get(t.project) == (snap.pins.get(t.project) or c)
+            and (t.project, snap.applied[t.project]) not in snap.failed
+            and t.project not in snap.suspensions
+        ]
+        if not check:
+            return set()
+        try:
+            live = self.converger.observe([t.project for t, _ in check])
+        except DockerError:
+            return set()
+        out: set[str] = set()
+        for target, _ in check:
+            rendered = self.deployer.rendered(target)
+            if rendered is None or rendered.commit != snap.applied[target.project]:
+                continue
+            try:
+                plan = self.converger.plan(rendered, live[target.project])
+            except ReconcilerError:
+                continue
+            if plan.is_noop and not plan.drifts():
+                out.add(target.project)
+        return out
 
     def _reserved_names(self, app_name: str) -> set[str]:
         """Project names other apps own or may own: their fixed names, their assigned and live ones."""
@@ -247,13 +310,15 @@ class Daemon:
 
     def _maybe_deploy(self, target: Target, head: str, *, trigger: str, manual: bool = False) -> bool:
         project = target.project
-        if self.state.suspension(project) is not None:
+        snap = self.state.snapshot()
+        if project in snap.suspensions:
             return False
-        commit = self.state.pinned(project) or head
+        commit = snap.pins.get(project) or head
         if manual:
             # A manual sync retries a failed commit once.
-            self.state.clear_failed(project)
-        elif self.state.last_applied(project) == commit or self.state.is_failed(project, commit):
+            if any(p == project for p, _ in snap.failed):
+                self.state.clear_failed(project)
+        elif snap.applied.get(project) == commit or (project, commit) in snap.failed:
             return False
         return self.queue.submit(
             Job(
@@ -274,25 +339,40 @@ class Daemon:
         self.check_drift(only=[target.project])
         return outcome
 
-    def _ephemeral_stacks(self, app_name: str) -> list[tuple[str, str, str]]:
-        """(project, branch, environment) of the app's ephemeral stacks, from the database and live labels."""
+    def _ephemeral_stacks(
+        self, app_name: str, live: dict[str, tuple[str, str, str]]
+    ) -> list[tuple[str, str, str]]:
+        """(project, branch, environment) of the app's ephemeral stacks: the database's, then ``live``."""
         found: dict[str, tuple[str, str, str]] = {}
-        for row in self.state.environments():
+        for row in self.state.snapshot().environments:
             if row.app == app_name and row.ephemeral:
                 found[row.project] = (row.project, row.branch, row.environment)
-        # From Docker, only stacks this instance made for this app: another configuration's previews
-        # (another state_dir, same app name) carry another owner and are none of our business.
+        for project, stack in live.items():
+            found.setdefault(project, stack)
+        return list(found.values())
+
+    def _docker_stacks(self, app_name: str, *, since: float) -> dict[str, tuple[str, str, str]]:
+        """The app's ephemeral stacks that Docker shows (a container, volume or network of ours).
+
+        The containers come from the last full observation when it was made after ``since`` (the
+        previous poll's start) and after the last teardown: a drift check lists every container anyway,
+        and a stack of ours with no database row can only be a leftover, so one cycle old is fresh enough.
+        """
+        found: dict[str, tuple[str, str, str]] = {}
+        # Only stacks this instance made for this app: another configuration's previews (another
+        # state_dir, same app name) carry another owner and are none of our business.
         mine = self.deployer.owner_prefix(app_name)
         try:
+            observed = self.converger.last_observation(since=max(since, self._torn_down))
             for project, lbls in self.converger.project_labels(
-                {L.APP: app_name, L.EPHEMERAL: "true"}
+                {L.APP: app_name, L.EPHEMERAL: "true"}, live=observed
             ).items():
                 if not lbls.get(L.OWNER, "").startswith(mine):
                     continue
                 found.setdefault(project, (project, lbls.get(L.BRANCH, ""), lbls.get(L.ENVIRONMENT, "")))
         except DockerError as err:
             logs.get(app=app_name).warning("docker.sweep_failed", error=str(err))
-        return list(found.values())
+        return found
 
     def _teardown(self, app: str, environment: str, project: str, branch: str) -> None:
         def run(_cancel: threading.Event) -> None:
@@ -309,6 +389,7 @@ class Daemon:
                 self._drifts.pop(project, None)
                 self._health.pop(project, None)
                 self._outcomes.pop(project, None)
+                self._torn_down = time.monotonic()
 
         self.queue.submit(Job(project, "teardown", run, commit=None, preempts=False))
 
@@ -319,6 +400,14 @@ class Daemon:
             targets = [t for p, t in self._targets.items() if only is None or p in only]
         if not targets:
             return
+        started = time.monotonic()
+        try:
+            self._check_drift(targets)
+        finally:
+            if self.metrics is not None:
+                self.metrics.drift_check({t.app.name for t in targets}, time.monotonic() - started)
+
+    def _check_drift(self, targets: list[Target]) -> None:
         try:
             live = self.converger.observe([t.project for t in targets])
             self._docker_up = True

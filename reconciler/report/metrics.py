@@ -40,6 +40,8 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 # Deploys range from a restart (seconds) to image builds waiting for health (minutes).
 DURATION_BUCKETS: Final = (0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 GIT_POLL_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# A no-op poll or drift check takes milliseconds; a slow git host or a loaded engine, seconds.
+CYCLE_BUCKETS: Final = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # Counter series of an environment that left the view are dropped after this long without an event:
 # longer than any alert window, so a preview's last failure is still alerted on after it is gone.
 DEFAULT_RETENTION_SECONDS: Final = 3600.0
@@ -125,6 +127,21 @@ class Metrics:
             buckets=GIT_POLL_BUCKETS,
             registry=None,
         )
+        self.poll_duration = Histogram(
+            "reconciler_poll_duration_seconds",
+            "Time of one whole poll of an app: ls-remote, branch to environment, deploy decisions, sweep.",
+            ["app"],
+            buckets=CYCLE_BUCKETS,
+            registry=None,
+        )
+        self.drift_check_duration = Histogram(
+            "reconciler_drift_check_duration_seconds",
+            "Time of one whole drift check (one container list, a plan per environment), observed once "
+            "for each app it covered.",
+            ["app"],
+            buckets=CYCLE_BUCKETS,
+            registry=None,
+        )
         self.webhook_total = Counter(
             "reconciler_webhook_requests",
             "Push webhook requests by provider and result.",
@@ -143,6 +160,8 @@ class Metrics:
             self.retries_total,
             self.git_poll_total,
             self.git_poll_duration,
+            self.poll_duration,
+            self.drift_check_duration,
             self.webhook_total,
         )
         self.registry.register(_Collector(self))
@@ -188,6 +207,16 @@ class Metrics:
         self._ensure_git_series(app)
         self.git_poll_total.labels(app, "success" if ok else "failure").inc()
         self.git_poll_duration.labels(app).observe(max(duration, 0.0))
+
+    def poll(self, app: str, duration: float) -> None:
+        """One whole poll of ``app`` (git listing, decisions, sweep) took ``duration`` seconds."""
+        self.poll_duration.labels(app).observe(max(duration, 0.0))
+
+    def drift_check(self, apps: Iterable[str], duration: float) -> None:
+        """One drift check covering environments of ``apps`` took ``duration`` seconds: the check
+        is one container list for all of them, so its whole time is observed once per app."""
+        for app in sorted(set(apps)):
+            self.drift_check_duration.labels(app).observe(max(duration, 0.0))
 
     def webhook(self, provider: str, result: str) -> None:
         """One webhook request was answered with ``result`` (see WEBHOOK_RESULTS)."""

@@ -49,9 +49,8 @@ def test_previews_read_nothing_outside_the_checkout(
     os.symlink("/proc/self/environ", repo.work / "leak.env")
     repo.edit_yaml("leak", "docker-compose.yml", env_file("leak.env"))
     repo.branch("extends", base="develop")
-    repo.edit_yaml(
-        "extends", "docker-compose.yml", lambda doc: doc["services"]["web"].update(extends={"file": str(extended), "service": "base"})
-    )
+    extends = {"file": str(extended), "service": "base"}
+    repo.edit_yaml("extends", "docker-compose.yml", lambda d: d["services"]["web"].update(extends=extends))
     cfg = write_config(tmp_path, repo.bare, prefix)
     daemon = _daemon(load_config(cfg), metrics=True)
     try:
