@@ -42,15 +42,15 @@ def test_previews_read_nothing_outside_the_checkout(
     def env_file(path: str) -> Any:
         return lambda doc: doc["services"]["web"].update(env_file=[path])
 
-    repo.edit_yaml("master", "docker-compose.yml", env_file(str(outside)))
     repo.branch("env-file")
     repo.edit_yaml("env-file", "docker-compose.yml", env_file(str(outside)))
-    repo.branch("leak", base="develop")
+    repo.branch("leak")
     os.symlink("/proc/self/environ", repo.work / "leak.env")
     repo.edit_yaml("leak", "docker-compose.yml", env_file("leak.env"))
-    repo.branch("extends", base="develop")
+    repo.branch("extends")
     extends = {"file": str(extended), "service": "base"}
     repo.edit_yaml("extends", "docker-compose.yml", lambda d: d["services"]["web"].update(extends=extends))
+    repo.edit_yaml("master", "docker-compose.yml", env_file(str(outside)))
     cfg = write_config(tmp_path, repo.bare, prefix)
     daemon = _daemon(load_config(cfg), metrics=True)
     try:
@@ -70,4 +70,4 @@ def test_previews_read_nothing_outside_the_checkout(
             if c.name.startswith(prefix):
                 assert not any(MARKER in e for e in c.attrs["Config"]["Env"] or ()), c.name
     finally:
-        daemon.stop()
+        daemon.queue.shutdown()
