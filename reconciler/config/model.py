@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from reconciler.config.globs import glob_match
+from reconciler.jobs.model import BackupsConfig, JobConfig
 from reconciler.policy import PERMISSIVE, Policy
 
 DEFAULT_LISTEN = ("127.0.0.1", 9469)
@@ -51,6 +52,7 @@ class EnvConfig:
     image_check: str = "local"
     image_check_interval: float = DEFAULT_IMAGE_CHECK_INTERVAL  # seconds between registry checks
     policy: Policy = field(default=PERMISSIVE, hash=False)  # what a rendered revision may ask for
+    jobs: tuple[JobConfig, ...] = field(default=(), hash=False)  # scheduled backups, drills, copies
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property
@@ -102,6 +104,7 @@ class Config:
     # CIDR from which ephemeral environments' networks get a /24 each, so previews never use up Docker's
     # default address pools that production and staging need. None: Docker's default pools.
     networks_pool: str | None = None
+    backups: BackupsConfig | None = None  # the restic repository of `backup` jobs
     apps: tuple[AppConfig, ...]
 
     def app(self, name: str) -> AppConfig:
