@@ -6,6 +6,8 @@ environment's project lock, so it never overlaps a deploy or another job of the 
 
 from __future__ import annotations
 
+import contextlib
+import json
 import signal
 import subprocess
 import time
@@ -114,7 +116,10 @@ class JobRunner:
         def sink(data: bytes) -> None:
             nonlocal size
             size += len(data)
-            proc.stdin.write(data)  # type: ignore[union-attr]
+            try:
+                proc.stdin.write(data)  # type: ignore[union-attr]
+            except BrokenPipeError:
+                raise JobError("restic stopped reading the dump (see the next message of restic)") from None
 
         try:
             done = self.docker.oneoff(info, job.run, self._labels(env, job), stdin=None, stdout=sink)
@@ -131,13 +136,13 @@ class JobRunner:
         except BaseException:
             _abort(proc)
             raise
-        proc.stdin.close()
-        err = read_stream(proc.stderr)
-        if proc.wait() != 0:
-            raise JobError(f"restic backup failed: {err.strip()[-500:]}")
+        out, err = proc.communicate()  # closes stdin: restic commits the snapshot
+        if proc.returncode != 0:
+            raise JobError(f"restic backup failed: {err.decode('utf-8', 'replace').strip()[-500:]}")
+        snapshot = _snapshot_id(out)
         if job.keep_last or job.keep_within:
             self.restic.forget(tag, job.keep_last, job.keep_within)
-        return JobOutcome(JobResult.SUCCESS, f"backed up {size} bytes to {filename}", size=size)
+        return JobOutcome(JobResult.SUCCESS, f"backed up {size} bytes to {filename} ({snapshot})", size=size)
 
     # --- restore drill: a scratch database, the latest dump on the restore's stdin, then verify ---
 
@@ -229,6 +234,16 @@ class JobRunner:
                 ) from err
             raise JobError(f"{err.message}; {env.key} was reset", hint=err.hint) from err
         return JobOutcome(JobResult.SUCCESS, f"copied {size} bytes from {src_env.key} and anonymised them")
+
+
+def _snapshot_id(output: bytes) -> str:
+    """The snapshot id from ``restic backup --json``'s summary line."""
+    for line in reversed(output.decode("utf-8", "replace").splitlines()):
+        with contextlib.suppress(ValueError, AttributeError):
+            summary = json.loads(line)
+            if summary.get("message_type") == "summary":
+                return f"snapshot {str(summary.get('snapshot_id', ''))[:8]}"
+    return "snapshot"
 
 
 def _discard(_data: bytes) -> None:
