@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 
 from reconciler.cli import main
 from reconciler.config import load_config
+from reconciler.daemon.instance import lock_dir, project_lock
 from reconciler.jobs.schedule import JobScheduler, JobService, next_run
 from reconciler.report import Metrics, StaticView
 from reconciler.state import State
@@ -167,6 +169,53 @@ def test_cron_job_fires_and_records_metrics(site: Site, backed_up: Path) -> None
         assert f'reconciler_job_info{{{labels},kind="backup"}} 1.0' in text
     # keep_last: 2 pruned the older snapshots of this job.
     assert len(restic_snapshots(site)) <= 2
+
+
+def _waiting_on(path: Path) -> bool:
+    """True when some process is blocked on an flock of ``path`` (a ``->`` line of /proc/locks)."""
+    inode = os.stat(path).st_ino
+    for line in Path("/proc/locks").read_text().splitlines():
+        fields = line.split()
+        if "->" in fields and "FLOCK" in fields and fields[-3].rsplit(":", 1)[-1] == str(inode):
+            return True
+    return False
+
+
+def test_job_waits_for_a_deploy_of_its_environment(site: Site, backed_up: Path) -> None:
+    """A job takes its environment's project lock, the one deploys hold: while held, it waits (blocked in
+    flock, seen in /proc/locks) and starts no container; released, it runs and succeeds."""
+    config = load_config(backed_up)
+    env = config.app("mrs").environment("production")
+    label = "label=io.reconciler.job=mrs/production/nightly-backup"
+    outcome: list[object] = []
+    with State.open(config.state_dir) as state:
+        with project_lock(site.production):
+            service = JobService(config, state)
+            worker = threading.Thread(target=lambda: outcome.append(service.run_now(env, env.jobs[0])))
+            worker.start()
+            deadline = time.monotonic() + 60
+            while not _waiting_on(lock_dir() / f"{site.production}.lock"):
+                assert time.monotonic() < deadline, "the job never waited for the project lock"
+                time.sleep(0.1)
+            assert sh("docker", "ps", "-aq", "--filter", label).stdout == ""
+            released = time.time()
+        worker.join(timeout=300)
+    assert outcome and outcome[0].result == "success", outcome  # type: ignore[attr-defined]
+    created = sh(
+        "docker",
+        "events",
+        "--since",
+        str(int(released) - 1),
+        "--until",
+        str(int(time.time()) + 1),
+        "--filter",
+        label,
+        "--filter",
+        "event=create",
+        "--format",
+        "{{.TimeNano}}",
+    ).stdout.split()
+    assert created and min(int(t) for t in created) >= int(released * 1e9)
 
 
 def test_restore_drill_fails_on_corrupted_backup(
