@@ -84,7 +84,11 @@ class JobService:
         log = structlog.get_logger("reconciler").bind(app=env.app, environment=env.name, job=job.name)
         run_id = self.state.start_job_run(env.app, env.name, job.name, trigger, at=self.clock())
         log.info("job.started", kind=str(job.kind), trigger=trigger)
-        outcome = self.runner.run(env, job)
+        try:
+            outcome = self.runner.run(env, job)
+        except Exception as exc:  # a bug must still close the run: never a row left `running`
+            log.exception("job.crashed")
+            outcome = JobOutcome(JobResult.FAILURE, f"{env.key} job {job.name!r} crashed: {exc!r}")
         finished = self.clock()
         self.state.finish_job_run(run_id, str(outcome.result), outcome.message, outcome.size, at=finished)
         if self.metrics is not None:
