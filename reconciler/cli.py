@@ -26,6 +26,8 @@ _HANDLERS = {
     "rollback": "daemon",
     "suspend": "daemon",
     "resume": "daemon",
+    "jobs": "jobs",
+    "backups": "jobs",
 }
 
 
@@ -145,7 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("target", metavar="TARGET")
         if name == "suspend":
             p.add_argument("--reason", default="", metavar="TEXT")
+    _jobs_parsers(sub)
     return parser
+
+
+def _jobs_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("jobs", help="scheduled jobs: backups, restore drills, copies")
+    jobs = p.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
+    q = jobs.add_parser("list", help="each job: schedule, last run, result, next run")
+    _config_arg(q)
+    q = jobs.add_parser("run", help="run a job now; the exit status is its result")
+    _config_arg(q)
+    q.add_argument("names", nargs="+", metavar="[TARGET] JOB", help="environment (optional) and job name")
+    p = sub.add_parser("backups", help="backups in the restic repository")
+    backups = p.add_subparsers(dest="backups_command", required=True, metavar="ACTION")
+    q = backups.add_parser("list", help="snapshots of an environment's backup jobs")
+    _config_arg(q)
+    q.add_argument("target", metavar="TARGET")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

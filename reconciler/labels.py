@@ -44,3 +44,4 @@ CONFIG_FIELDS: Final = f"{OURS}.config-fields"
 # "NAME=<container id>,...": when NAME's container is replaced, the joiner sits in a dead namespace and
 # `plan` recreates it (Compose does the same).
 JOINED: Final = f"{OURS}.joined"
+JOB: Final = f"{OURS}.job"  # "<app>/<environment>/<job>" on the one-off and scratch containers of a job

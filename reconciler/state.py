@@ -78,6 +78,37 @@ CREATE TABLE assignments (
 );
 """
 
+# Added on every open (not a schema version step): older databases gain it, older readers ignore it.
+_JOB_RUNS = """
+CREATE TABLE IF NOT EXISTS job_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    job TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    started REAL NOT NULL,
+    finished REAL,
+    result TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    size INTEGER
+)"""
+
+
+@dataclass(frozen=True)
+class JobRun:
+    """One run of a scheduled job (result ``running`` until it finishes)."""
+
+    id: int
+    app: str
+    environment: str
+    job: str
+    trigger: str
+    started: float
+    finished: float | None
+    result: str
+    message: str
+    size: int | None
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -127,6 +158,7 @@ class State:
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
+            self._db.execute(_JOB_RUNS)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the state database {str(self.path)!r}: {exc}") from exc
         except OSError as exc:
@@ -468,6 +500,38 @@ class State:
         )
 
     # --- plumbing ---
+
+    # --- scheduled job runs ---
+
+    def start_job_run(
+        self, app: str, environment: str, job: str, trigger: str, *, at: float | None = None
+    ) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO job_runs (app, environment, job, trigger, started, result) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (app, environment, job, trigger, self._now(at), "running"),
+            )
+            assert cur.lastrowid is not None
+            return cur.lastrowid
+
+    def finish_job_run(
+        self, run_id: int, result: str, message: str, size: int | None, *, at: float | None = None
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE job_runs SET finished = ?, result = ?, message = ?, size = ? WHERE id = ?",
+                (self._now(at), result, message, size, run_id),
+            )
+
+    def job_runs(self, app: str, environment: str, job: str, limit: int = 20) -> list[JobRun]:
+        """Runs of one job, newest first."""
+        rows = self._query(
+            "SELECT id, app, environment, job, trigger, started, finished, result, message, size "
+            "FROM job_runs WHERE app = ? AND environment = ? AND job = ? ORDER BY id DESC LIMIT ?",
+            (app, environment, job, limit),
+        )
+        return [JobRun(*tuple(r)) for r in rows]
 
     def _now(self, at: float | None) -> float:
         return float(at) if at is not None else self.clock()

@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.config.globs import glob_match
 from reconciler.config.hooks import NO_HOOKS, HealthGate, Hooks
+from reconciler.jobs.model import BackupsConfig, JobConfig
 from reconciler.policy import PERMISSIVE, Policy
 
 DEFAULT_LISTEN = ("127.0.0.1", 9469)
@@ -54,6 +55,7 @@ class EnvConfig:
     policy: Policy = field(default=PERMISSIVE, hash=False)  # what a rendered revision may ask for
     hooks: Hooks = NO_HOOKS  # one-off commands before and after a deploy
     health_gate: HealthGate | None = None  # an HTTP check on this host that a deploy must pass
+    jobs: tuple[JobConfig, ...] = field(default=(), hash=False)  # scheduled backups, drills, copies
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property
@@ -105,6 +107,7 @@ class Config:
     # CIDR from which ephemeral environments' networks get a /24 each, so previews never use up Docker's
     # default address pools that production and staging need. None: Docker's default pools.
     networks_pool: str | None = None
+    backups: BackupsConfig | None = None  # the restic repository of `backup` jobs
     apps: tuple[AppConfig, ...]
 
     def app(self, name: str) -> AppConfig:

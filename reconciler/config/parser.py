@@ -14,6 +14,7 @@ import yaml
 from reconciler.config.checks import check_cancelled, check_unique
 from reconciler.config.fields import _FieldReaders
 from reconciler.config.hooks import read_health_gate, read_hooks
+from reconciler.config.jobs import check_job_refs, read_backups, read_jobs
 from reconciler.config.model import (
     DEFAULT_DEPLOY_TIMEOUT,
     DEFAULT_DRIFT_INTERVAL,
@@ -31,7 +32,15 @@ from reconciler.config.yaml_lines import _Loader, _Map, _plain, _type_name
 from reconciler.errors import ConfigError, InvalidNameError, Location
 from reconciler.names import branch_slug, validate_project_name
 
-_TOP_KEYS = ("state_dir", "listen", "drift_interval", "max_concurrent_deploys", "networks_pool", "apps")
+_TOP_KEYS = (
+    "state_dir",
+    "listen",
+    "drift_interval",
+    "max_concurrent_deploys",
+    "networks_pool",
+    "backups",
+    "apps",
+)
 _APP_KEYS = ("repo", "poll_interval", "webhook_secret", "webhook_secret_file", "environments")
 _ENV_KEYS = (
     "branch",
@@ -55,6 +64,7 @@ _ENV_KEYS = (
     "policy",
     "hooks",
     "health_gate",
+    "jobs",
 )
 
 
@@ -115,6 +125,9 @@ class _Parser(_FieldReaders):
             raise self.fail("`apps` is empty", doc.key_lines["apps"], "apps", hint="declare at least one app")
         apps = tuple(self.app(apps_map, name) for name in apps_map)
         check_unique(self, apps, apps_map)
+        backups = read_backups(self, doc)
+        for app in apps:
+            check_job_refs(self, app, backups is not None)
         return Config(
             path=self.path,
             state_dir=Path(state_dir),
@@ -122,6 +135,7 @@ class _Parser(_FieldReaders):
             drift_interval=drift,
             max_concurrent_deploys=concurrent or DEFAULT_MAX_CONCURRENT_DEPLOYS,
             networks_pool=pool,
+            backups=backups,
             apps=apps,
         )
 
@@ -280,5 +294,6 @@ class _Parser(_FieldReaders):
             policy=read_policy(self, m, where, ephemeral=ephemeral),
             hooks=read_hooks(self, m, where),
             health_gate=read_health_gate(self, m, where),
+            jobs=read_jobs(self, m, where),
             line=line,
         )

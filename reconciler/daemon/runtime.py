@@ -72,6 +72,9 @@ class Runtime:
 
             d.attach_metrics(Metrics(d))
         assert d.metrics is not None
+        from reconciler.jobs.schedule import attach
+
+        attach(self.scheduler, cfg, d.state, d.metrics)  # backups, restore drills, copies (issue 11)
         self.server = serve(d, d.metrics, host, port)
         self._events_thread = threading.Thread(target=self._watch_events, name="docker-events", daemon=True)
         self._events_thread.start()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 
@@ -152,7 +152,34 @@ class Metrics:
         for provider in WEBHOOK_PROVIDERS:
             for result in WEBHOOK_RESULTS:
                 self.webhook_total.labels(provider, result)
-        self._events: tuple[Counter | Histogram, ...] = (
+        # Scheduled jobs (issue 11). The `job` label is the job's name; Prometheus stores it as `exported_job`
+        # beside the scrape's own `job` label (docs/metrics.md).
+        job_labels = ["app", "environment", "job"]
+        self.job_runs_total = Counter(
+            "reconciler_job_runs",
+            "Runs of a scheduled job by result.",
+            [*job_labels, "result"],
+            registry=None,
+        )
+        self.job_last_success = Gauge(
+            "reconciler_job_last_success_timestamp_seconds",
+            "Unix time of a job's last successful run (seeded from state at start).",
+            job_labels,
+            registry=None,
+        )
+        self.backup_size = Gauge(
+            "reconciler_backup_size_bytes",
+            "Size of a backup job's last kept dump.",
+            job_labels,
+            registry=None,
+        )
+        self.job_info = Gauge(
+            "reconciler_job_info",
+            "Always 1: a configured job and its kind.",
+            [*job_labels, "kind"],
+            registry=None,
+        )
+        self._events: tuple[Counter | Histogram | Gauge, ...] = (
             self.reconcile_total,
             self.reconcile_duration,
             self.rollbacks_total,
@@ -163,6 +190,10 @@ class Metrics:
             self.poll_duration,
             self.drift_check_duration,
             self.webhook_total,
+            self.job_runs_total,
+            self.job_last_success,
+            self.backup_size,
+            self.job_info,
         )
         self.registry.register(_Collector(self))
 
@@ -221,6 +252,18 @@ class Metrics:
     def webhook(self, provider: str, result: str) -> None:
         """One webhook request was answered with ``result`` (see WEBHOOK_RESULTS)."""
         self.webhook_total.labels(provider, result).inc()
+
+    def job_run(
+        self, app: str, environment: str, job: str, result: str, *, at: float, size: int | None = None
+    ) -> None:
+        """A scheduled job finished (result success|failure); ``at`` is when, ``size`` a backup's bytes."""
+        for each in ("success", "failure"):
+            self.job_runs_total.labels(app, environment, job, each)
+        self.job_runs_total.labels(app, environment, job, result).inc()
+        if result == "success":
+            self.job_last_success.labels(app, environment, job).set(at)
+            if size is not None:
+                self.backup_size.labels(app, environment, job).set(size)
 
     # -- exposition ---------------------------------------------------------------------------------
 
