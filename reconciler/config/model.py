@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from reconciler.config.globs import glob_match
+from reconciler.config.http_auth import HttpAuth
 from reconciler.policy import PERMISSIVE, Policy
 
 DEFAULT_LISTEN = ("127.0.0.1", 9469)
@@ -102,6 +103,7 @@ class Config:
     # CIDR from which ephemeral environments' networks get a /24 each, so previews never use up Docker's
     # default address pools that production and staging need. None: Docker's default pools.
     networks_pool: str | None = None
+    http_auth: HttpAuth | None = None  # what the HTTP API and status page require (None: nothing)
     apps: tuple[AppConfig, ...]
 
     def app(self, name: str) -> AppConfig:

@@ -13,6 +13,7 @@ import yaml
 
 from reconciler.config.checks import check_cancelled, check_unique
 from reconciler.config.fields import _FieldReaders
+from reconciler.config.http_auth import read_http_auth
 from reconciler.config.model import (
     DEFAULT_DEPLOY_TIMEOUT,
     DEFAULT_DRIFT_INTERVAL,
@@ -30,7 +31,15 @@ from reconciler.config.yaml_lines import _Loader, _Map, _plain, _type_name
 from reconciler.errors import ConfigError, InvalidNameError, Location
 from reconciler.names import branch_slug, validate_project_name
 
-_TOP_KEYS = ("state_dir", "listen", "drift_interval", "max_concurrent_deploys", "networks_pool", "apps")
+_TOP_KEYS = (
+    "state_dir",
+    "listen",
+    "drift_interval",
+    "max_concurrent_deploys",
+    "networks_pool",
+    "http_auth",
+    "apps",
+)
 _APP_KEYS = ("repo", "poll_interval", "webhook_secret", "webhook_secret_file", "environments")
 _ENV_KEYS = (
     "branch",
@@ -106,6 +115,7 @@ class _Parser(_FieldReaders):
         drift = self.duration(doc, "drift_interval", "drift_interval", DEFAULT_DRIFT_INTERVAL)
         concurrent = self.integer(doc, "max_concurrent_deploys", "max_concurrent_deploys", minimum=1)
         pool = self.network_pool(doc)
+        http_auth = read_http_auth(self, doc)
         apps_map = self.mapping(doc, "apps", "apps", required=True)
         assert apps_map is not None
         if not apps_map:
@@ -119,6 +129,7 @@ class _Parser(_FieldReaders):
             drift_interval=drift,
             max_concurrent_deploys=concurrent or DEFAULT_MAX_CONCURRENT_DEPLOYS,
             networks_pool=pool,
+            http_auth=http_auth,
             apps=apps,
         )
 

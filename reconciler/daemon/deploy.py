@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler import labels as L
-from reconciler import logs
+from reconciler import logs, secrets
 from reconciler.daemon.instance import instance_id, project_lock
 from reconciler.errors import (
     ComposeError,
@@ -81,6 +81,10 @@ class Outcome:
     error: str = ""
     rolled_back_to: str | None = None
     skipped: str = ""  # why a queued deploy did nothing (suspended, pinned meanwhile)
+
+    def __post_init__(self) -> None:
+        # Shown by `sync`, the API and logs: a container's log tail in the error may print a secret.
+        object.__setattr__(self, "error", secrets.scrub(self.error))
 
 
 @dataclass(frozen=True)
@@ -216,12 +220,15 @@ class Deployer:
         inline: tuple[tuple[str, Any], ...] = ()
         if env.override:
             inline = ((f"{self.config.path}: {target.app.name}.{env.name}.override", env.override),)
+        environ = {k: target.expand(v) for k, v in env.env.items()}
+        # Before rendering: a render error quoting a value is masked too.
+        secrets.register(target.project, secrets.env_secrets(environ, env.env_files))
         return RenderOptions(
             files=tuple(files),
             project_directory=str(path),
             env_files=self._env_files(path, env),
             project_name=target.project,
-            environ={k: target.expand(v) for k, v in env.env.items()},
+            environ=environ,
             inline=inline,
             # As if `docker compose` ran in the checkout: ${PWD} is the project's directory (rebased to
             # the stable checkout path with every other path), not wherever the daemon was started.
@@ -452,7 +459,7 @@ class Deployer:
         *,
         rollback: bool,
     ) -> Outcome:
-        message = str(err)
+        message = secrets.scrub(str(err))
         if deploy_id is not None:
             self.state.finish_deploy(deploy_id, Result.FAILURE, message)
         # The same commit is not retried in a loop: wait for a new commit or a manual sync.

@@ -72,7 +72,7 @@ class Runtime:
 
             d.attach_metrics(Metrics(d))
         assert d.metrics is not None
-        self.server = serve(d, d.metrics, host, port)
+        self.server = serve(d, d.metrics, host, port, http_auth=cfg.http_auth)
         self._events_thread = threading.Thread(target=self._watch_events, name="docker-events", daemon=True)
         self._events_thread.start()
         logs.get().info(
