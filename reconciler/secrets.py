@@ -99,6 +99,8 @@ def secret_files(config: Config) -> list[str]:
     files: list[str] = list(config.http_auth.files) if config.http_auth is not None else []
     for env in config.environments():
         files.extend(env.env_files)
+        if env.sops is not None:
+            files.append(env.sops.age_key_file)
     return sorted(set(files))
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.config.globs import glob_match
 from reconciler.config.http_auth import HttpAuth
+from reconciler.config.sops import SopsConfig
 from reconciler.policy import PERMISSIVE, Policy
 
 DEFAULT_LISTEN = ("127.0.0.1", 9469)
@@ -52,6 +53,7 @@ class EnvConfig:
     image_check: str = "local"
     image_check_interval: float = DEFAULT_IMAGE_CHECK_INTERVAL  # seconds between registry checks
     policy: Policy = field(default=PERMISSIVE, hash=False)  # what a rendered revision may ask for
+    sops: SopsConfig | None = None  # encrypted env files in the repository and the key that opens them
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property

@@ -27,6 +27,7 @@ from reconciler.config.model import (
     EnvConfig,
 )
 from reconciler.config.policy import read_policy
+from reconciler.config.sops import read_sops
 from reconciler.config.yaml_lines import _Loader, _Map, _plain, _type_name
 from reconciler.errors import ConfigError, InvalidNameError, Location
 from reconciler.names import branch_slug, validate_project_name
@@ -61,6 +62,7 @@ _ENV_KEYS = (
     "image_check",
     "image_check_interval",
     "policy",
+    "sops",
 )
 
 
@@ -286,5 +288,6 @@ class _Parser(_FieldReaders):
             image_check=self.image_check(m, where),
             image_check_interval=self.image_check_interval(m, where),
             policy=read_policy(self, m, where, ephemeral=ephemeral),
+            sops=read_sops(self, m, where),
             line=line,
         )

@@ -221,8 +221,10 @@ class Deployer:
         if env.override:
             inline = ((f"{self.config.path}: {target.app.name}.{env.name}.override", env.override),)
         environ = {k: target.expand(v) for k, v in env.env.items()}
+        decrypted = self._decrypted(target, path)
         # Before rendering: a render error quoting a value is masked too.
-        secrets.register(target.project, secrets.env_secrets(environ, env.env_files))
+        secrets.register(target.project, {*secrets.env_secrets(environ, env.env_files), *decrypted.values()})
+        environ = {**decrypted, **environ}  # `env` wins over the encrypted files
         return RenderOptions(
             files=tuple(files),
             project_directory=str(path),
@@ -234,6 +236,20 @@ class Deployer:
             # the stable checkout path with every other path), not wherever the daemon was started.
             working_dir=str(path),
         )
+
+    @staticmethod
+    def _decrypted(target: Target, path: Path) -> dict[str, str]:
+        """The variables of the environment's SOPS files in this tree, decrypted with its own age key."""
+        from reconciler.sops import decrypt_env
+
+        sops = target.env.sops
+        values: dict[str, str] = {}
+        for rel in sops.env_files if sops is not None else ():
+            assert sops is not None
+            values.update(
+                decrypt_env(path / rel, display=rel, key_file=sops.age_key_file, environment=target.env.key)
+            )
+        return values
 
     @staticmethod
     def _env_files(path: Path, env: EnvConfig) -> tuple[str, ...]:
