@@ -721,7 +721,8 @@ class Converger:
         probe = "no health check has completed yet"
         if probes:
             last = probes[-1]
-            probe = f"last health check exited {last.get('ExitCode')}: {str(last.get('Output', '')).strip()}"
+            output = secrets.scrub(str(last.get("Output", "")).strip())  # a probe may print a secret too
+            probe = f"last health check exited {last.get('ExitCode')}: {output}"
         # A container may print its environment: the tail is masked before it becomes an error message.
         logs = secrets.scrub(self._engine.container_logs(str(info.get("Id")), LOG_LINES).rstrip())
         tail = f"\nlast {LOG_LINES} log lines:\n{logs}" if logs else "\n(no log output)"

@@ -6,6 +6,7 @@ One process-wide registry, keyed by project; ``scrub`` masks the values of every
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -29,7 +30,10 @@ _pattern: re.Pattern[str] | None = None
 def register(key: str, values: Iterable[str]) -> None:
     """Make ``values`` the secrets of ``key`` (a project), replacing what it had before."""
     global _pattern
-    kept = frozenset(v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH)
+    long_enough = [v for v in values if isinstance(v, str) and len(v) >= MIN_LENGTH]
+    # Also as JSON spells them (a quote or newline in a value is escaped there), for text already
+    # serialized: a rendered configuration, an API answer.
+    kept = frozenset(long_enough) | frozenset(json.dumps(v)[1:-1] for v in long_enough)
     with _lock:
         if _by_key.get(key, frozenset()) == kept:
             return

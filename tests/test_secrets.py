@@ -77,3 +77,11 @@ def test_state_stores_errors_and_rendered_configs_masked(tmp_path: Path) -> None
         assert state.rendered_config(deploy) == '{"PW": "***"}'
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("state.db*"))
     assert b"db-pass-1234" not in raw
+
+
+def test_values_with_quotes_and_newlines_are_masked_in_json_too() -> None:
+    value = 'pa"ss\nword\\x'
+    secrets.register("p1", [value])
+    assert value not in secrets.scrub(f"raw {value}")
+    serialized = json.dumps({"PW": value})
+    assert secrets.scrub(serialized) == '{"PW": "***"}'

@@ -340,7 +340,7 @@ class Deployer:
                 target.branch,
                 commit,
                 trigger,
-                json.dumps(resolved.model, sort_keys=True),
+                json.dumps(secrets.scrub_value(resolved.model), sort_keys=True),
             )
             log.info("deploy.start", trigger=trigger)
             # 2. the checkout moves to the new tree: containers created from now on mount it
