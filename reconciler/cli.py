@@ -175,7 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = module.main(args)
         return code
     except ReconcilerError as err:
-        print(f"reconciler {args.command}: error: {err}", file=sys.stderr)
+        from reconciler.secrets import scrub
+
+        print(f"reconciler {args.command}: error: {scrub(str(err))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -18,7 +18,7 @@ from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from reconciler import contentfiles, logs, netpool
+from reconciler import contentfiles, logs, netpool, secrets
 from reconciler import labels as L
 from reconciler.engine import Engine, EngineError, EngineUnavailable
 from reconciler.errors import DeployError, DockerError, ReconcilerError, StateError
@@ -756,8 +756,10 @@ class Converger:
         probe = "no health check has completed yet"
         if probes:
             last = probes[-1]
-            probe = f"last health check exited {last.get('ExitCode')}: {str(last.get('Output', '')).strip()}"
-        logs = self._engine.container_logs(str(info.get("Id")), LOG_LINES).rstrip()
+            output = secrets.scrub(str(last.get("Output", "")).strip())  # a probe may print a secret too
+            probe = f"last health check exited {last.get('ExitCode')}: {output}"
+        # A container may print its environment: the tail is masked before it becomes an error message.
+        logs = secrets.scrub(self._engine.container_logs(str(info.get("Id")), LOG_LINES).rstrip())
         tail = f"\nlast {LOG_LINES} log lines:\n{logs}" if logs else "\n(no log output)"
         who = f"service {svc.name!r} ({str(info.get('Name', '')).lstrip('/')})"
         if reason == "Timeout":

@@ -1,16 +1,20 @@
 """structlog set-up for the CLI and the daemon: log lines go to stderr (stdout is each command's output),
 as JSON lines when stderr is not a TTY and for the console when it is.
 
-Every daemon log line carries app, environment, project and commit (bound by the caller).
+Every daemon log line carries app, environment, project and commit (bound by the caller); secrets are
+masked in every line (``reconciler.secrets``).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
+
+from reconciler import secrets
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
@@ -30,6 +34,7 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _scrub,  # last before rendering: exception text and bound context are masked too
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -42,8 +47,36 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     logging.basicConfig(
         level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, _ScrubFilter) for f in handler.filters):
+            handler.addFilter(_ScrubFilter())
     # "skipped: maximum number of running instances reached" is by design (a drift check never stacks).
     logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
+
+
+def _scrub(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mapping[str, Any]:
+    """Mask every registered secret (``reconciler.secrets``) in the event's keys and values."""
+    if not secrets.active():
+        return event
+    return {str(k): _masked(v) for k, v in event.items()}
+
+
+def _masked(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str | Mapping | list | tuple):
+        return secrets.scrub_value(value)
+    return secrets.scrub(str(value))  # an exception or path: rendered as its text anyway
+
+
+class _ScrubFilter(logging.Filter):
+    """The same masking for stdlib log records (APScheduler, urllib3...)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if secrets.active():
+            record.msg = secrets.scrub(record.getMessage())
+            record.args = None
+        return True
 
 
 def _stderr_logger(*_args: Any) -> structlog.PrintLogger:

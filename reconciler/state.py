@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler import secrets
 from reconciler.errors import StateError
 from reconciler.status import DeployRecord, Result
 
@@ -194,6 +195,7 @@ class State:
     ) -> int:
         """Record an attempt (result ``running``) and make ``commit`` the last attempted revision."""
         now = self._now(at)
+        rendered_config = secrets.scrub(rendered_config)  # secrets never reach the database
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO deploys (app, environment, project, branch, commit_sha, trigger, started, "
@@ -231,6 +233,7 @@ class State:
         """Close an attempt. ``success``/``noop`` make its commit the last applied revision; ``failure``
         and ``rolled_back`` leave the last applied revision as it was (the rollback restored it)."""
         now = self._now(at)
+        error = secrets.scrub(error)  # a container's log tail may print a secret
         with self._tx() as db:
             row = db.execute("SELECT project, commit_sha FROM deploys WHERE id = ?", (deploy_id,)).fetchone()
             if row is None:

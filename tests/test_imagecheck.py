@@ -129,7 +129,7 @@ def test_image_check_registry_with_an_interval() -> None:
     [
         ("        image_check: remote\n", "image_check", "must be one of local, registry"),
         ("        image_check: true\n", "image_check", "must be a string"),
-        ("        image_check_interval: 500ms\n", "image_check_interval", "at least 1s"),
+        ("        image_check_interval: 500ms\n", "image_check_interval", "between 1s and 365d"),
         ("        image_check_interval: 0\n", "image_check_interval", "positive duration"),
         ("        image_check_interval: soon\n", "image_check_interval", "positive duration"),
     ],

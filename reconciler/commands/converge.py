@@ -7,6 +7,8 @@ Called by ``reconciler.cli``. The project is rendered and its name validated bef
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import sys
@@ -58,16 +60,20 @@ def main(args: argparse.Namespace) -> int:
 def _plan_target(args: argparse.Namespace) -> int:
     """`plan -c FILE TARGET`: a commit as the daemon would deploy it. A policy violation is an error
     (exit 1, every violation listed); otherwise the changes it would make to the live stack."""
-    from reconciler.commands.revision import target_revision
+    from reconciler.commands.revision import masked, target_revision
 
     daemon, target, resolved = target_revision(args)
     daemon.deployer.check_policy(target, resolved)  # raises PolicyError, listing every violation
-    print(f"{target.project}: commit {resolved.commit[:12]} passes the policy of {target.env.key}")
-    plan = daemon.converger.plan(resolved)
-    if args.format == "json":
-        print(json.dumps(plan.to_dict(), indent=2))
-    else:
-        _print_plan(plan)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):  # printed once masked: a change's details may quote a value
+        print(f"{target.project}: commit {resolved.commit[:12]} passes the policy of {target.env.key}")
+        plan = daemon.converger.plan(resolved)
+        if args.format == "json":
+            print(json.dumps(plan.to_dict(), indent=2))
+        else:
+            _print_plan(plan)
+    sys.stdout.write(masked(out.getvalue(), args))
+    sys.stdout.flush()
     return 0 if plan.is_noop else EXIT_PENDING
 
 

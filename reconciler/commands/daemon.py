@@ -13,6 +13,7 @@ import ipaddress
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -73,10 +74,22 @@ def _run(args: argparse.Namespace) -> int:
     # whatever port it listens on. The kernel drops the lock when this process dies.
     lock = DaemonLock(cfg.state_dir)
     lock.acquire(listen=_listen_text(*cfg.listen))
+    warn_world_readable(cfg)
     try:
         return Runtime(_daemon(cfg, metrics=True, owner=True)).run_forever()
     finally:
         lock.release()
+
+
+def warn_world_readable(cfg: Config) -> None:
+    """A warning per secret file (env_files, http_auth files, age keys) any local user may read."""
+    from reconciler import logs
+    from reconciler.secrets import secret_files, world_readable
+
+    for path in world_readable(secret_files(cfg)):
+        logs.get().warning(
+            "secret_file.world_readable", path=path, hint=f"chmod 600 {path} (it holds secrets)"
+        )
 
 
 def _sync(args: argparse.Namespace) -> int:
@@ -159,6 +172,7 @@ def _api_status(cfg: Config) -> list[dict[str, Any]] | None:
 
     Whatever answers there must name this configuration's instance: another configuration's daemon on
     the same address would show its own environments as ours."""
+    from reconciler.report import auth
     from reconciler.report.http import INSTANCE_HEADER
 
     host, port = cfg.listen
@@ -167,9 +181,20 @@ def _api_status(cfg: Config) -> list[dict[str, Any]] | None:
     # `listen` is an address of this host: never ask an http_proxy from the environment for it.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with opener.open(_api_url(host, port, "/api/environments"), timeout=2) as resp:
+        request = urllib.request.Request(  # noqa: S310 - an http:// URL built by _api_url
+            _api_url(host, port, "/api/environments"), headers=auth.header(cfg.http_auth)
+        )
+        with opener.open(request, timeout=2) as resp:
             owner = resp.headers.get(INSTANCE_HEADER)
             data = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            print(
+                f"reconciler status: the daemon on {_listen_text(host, port)} refused this configuration's"
+                " credentials (`http_auth`), so status is computed here",
+                file=sys.stderr,
+            )
+        return None
     except (OSError, http.client.HTTPException, ValueError):
         return None  # nothing there, or not an HTTP server, or not JSON (URLError is an OSError)
     if not isinstance(data, list):

@@ -50,15 +50,17 @@ def main(args: argparse.Namespace) -> int:
 
 def _target(args: argparse.Namespace) -> int:
     """TARGET's commit as the daemon would deploy it; its policy violations go to stderr."""
-    from reconciler.commands.revision import policy_violations, target_revision
+    from reconciler.commands.revision import masked, policy_violations, target_revision
+    from reconciler.secrets import scrub_value
 
     daemon, target, resolved = target_revision(args)
-    if args.format == "json":
-        sys.stdout.write(json.dumps(resolved.model, indent=2, ensure_ascii=False) + "\n")
-    else:
-        sys.stdout.write(to_yaml(resolved.model))
+    # Masked in the model, not in its text: YAML may quote, escape or fold a value across lines.
+    model = resolved.model if args.show_secrets else scrub_value(resolved.model)
+    json_text = args.format == "json"
+    text = json.dumps(model, indent=2, ensure_ascii=False) + "\n" if json_text else to_yaml(model)
+    sys.stdout.write(masked(text, args))
     sys.stdout.flush()
     refusal = policy_violations(daemon, target, resolved)
     if refusal:
-        print(f"reconciler render: {refusal}", file=sys.stderr)
+        print(f"reconciler render: {masked(refusal, args)}", file=sys.stderr)
     return 0

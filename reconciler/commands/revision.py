@@ -87,3 +87,15 @@ def add_target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--commit", metavar="SHA", help="with TARGET: render this commit (default: the branch head)"
     )
+    p.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="with TARGET: print the values of `env`, `env_files` and decrypted files (else ***)",
+    )
+
+
+def masked(text: str, args: argparse.Namespace) -> str:
+    """``text`` with the environment's secrets masked, unless ``--show-secrets``."""
+    from reconciler.secrets import scrub
+
+    return text if getattr(args, "show_secrets", False) else scrub(text)

@@ -13,6 +13,8 @@ from typing import Any
 
 from reconciler.config.globs import glob_match
 from reconciler.config.hooks import NO_HOOKS, HealthGate, Hooks
+from reconciler.config.http_auth import HttpAuth
+from reconciler.config.sops import SopsConfig
 from reconciler.jobs.model import BackupsConfig, JobConfig
 from reconciler.policy import PERMISSIVE, Policy
 
@@ -56,6 +58,7 @@ class EnvConfig:
     hooks: Hooks = NO_HOOKS  # one-off commands before and after a deploy
     health_gate: HealthGate | None = None  # an HTTP check on this host that a deploy must pass
     jobs: tuple[JobConfig, ...] = field(default=(), hash=False)  # scheduled backups, drills, copies
+    sops: SopsConfig | None = None  # encrypted env files in the repository and the key that opens them
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property
@@ -108,6 +111,7 @@ class Config:
     # default address pools that production and staging need. None: Docker's default pools.
     networks_pool: str | None = None
     backups: BackupsConfig | None = None  # the restic repository of `backup` jobs
+    http_auth: HttpAuth | None = None  # what the HTTP API and status page require (None: nothing)
     apps: tuple[AppConfig, ...]
 
     def app(self, name: str) -> AppConfig:

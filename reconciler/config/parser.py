@@ -14,6 +14,7 @@ import yaml
 from reconciler.config.checks import check_cancelled, check_unique
 from reconciler.config.fields import _FieldReaders
 from reconciler.config.hooks import read_health_gate, read_hooks
+from reconciler.config.http_auth import read_http_auth
 from reconciler.config.jobs import check_job_refs, read_backups, read_jobs
 from reconciler.config.model import (
     DEFAULT_DEPLOY_TIMEOUT,
@@ -28,6 +29,7 @@ from reconciler.config.model import (
     EnvConfig,
 )
 from reconciler.config.policy import read_policy
+from reconciler.config.sops import read_sops
 from reconciler.config.yaml_lines import _Loader, _Map, _plain, _type_name
 from reconciler.errors import ConfigError, InvalidNameError, Location
 from reconciler.names import branch_slug, validate_project_name
@@ -39,6 +41,7 @@ _TOP_KEYS = (
     "max_concurrent_deploys",
     "networks_pool",
     "backups",
+    "http_auth",
     "apps",
 )
 _APP_KEYS = ("repo", "poll_interval", "webhook_secret", "webhook_secret_file", "environments")
@@ -65,6 +68,7 @@ _ENV_KEYS = (
     "hooks",
     "health_gate",
     "jobs",
+    "sops",
 )
 
 
@@ -119,6 +123,7 @@ class _Parser(_FieldReaders):
         drift = self.duration(doc, "drift_interval", "drift_interval", DEFAULT_DRIFT_INTERVAL)
         concurrent = self.integer(doc, "max_concurrent_deploys", "max_concurrent_deploys", minimum=1)
         pool = self.network_pool(doc)
+        http_auth = read_http_auth(self, doc)
         apps_map = self.mapping(doc, "apps", "apps", required=True)
         assert apps_map is not None
         if not apps_map:
@@ -136,6 +141,7 @@ class _Parser(_FieldReaders):
             max_concurrent_deploys=concurrent or DEFAULT_MAX_CONCURRENT_DEPLOYS,
             networks_pool=pool,
             backups=backups,
+            http_auth=http_auth,
             apps=apps,
         )
 
@@ -295,5 +301,6 @@ class _Parser(_FieldReaders):
             hooks=read_hooks(self, m, where),
             health_gate=read_health_gate(self, m, where),
             jobs=read_jobs(self, m, where),
+            sops=read_sops(self, m, where),
             line=line,
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from reconciler import labels as L
-from reconciler import logs
+from reconciler import logs, secrets
 from reconciler.daemon.instance import instance_id, project_lock
 from reconciler.errors import (
     ComposeError,
@@ -82,6 +82,10 @@ class Outcome:
     error: str = ""
     rolled_back_to: str | None = None
     skipped: str = ""  # why a queued deploy did nothing (suspended, pinned meanwhile)
+
+    def __post_init__(self) -> None:
+        # Shown by `sync`, the API and logs: a container's log tail in the error may print a secret.
+        object.__setattr__(self, "error", secrets.scrub(self.error))
 
 
 @dataclass(frozen=True)
@@ -217,12 +221,17 @@ class Deployer:
         inline: tuple[tuple[str, Any], ...] = ()
         if env.override:
             inline = ((f"{self.config.path}: {target.app.name}.{env.name}.override", env.override),)
+        environ = {k: target.expand(v) for k, v in env.env.items()}
+        decrypted = self._decrypted(target, path)
+        # Before rendering: a render error quoting a value is masked too.
+        secrets.register(target.project, {*secrets.env_secrets(environ, env.env_files), *decrypted.values()})
+        environ = {**decrypted, **environ}  # `env` wins over the encrypted files
         return RenderOptions(
             files=tuple(files),
             project_directory=str(path),
             env_files=self._env_files(path, env),
             project_name=target.project,
-            environ={k: target.expand(v) for k, v in env.env.items()},
+            environ=environ,
             inline=inline,
             # As if `docker compose` ran in the checkout: ${PWD} is the project's directory (rebased to
             # the stable checkout path with every other path), not wherever the daemon was started.
@@ -232,6 +241,20 @@ class Deployer:
             confine_to=None if env.policy.binds_outside_checkout else str(path),
             confine_exempt=(*(str(o) for o in env.overlays), *(str(f) for f in env.env_files)),
         )
+
+    @staticmethod
+    def _decrypted(target: Target, path: Path) -> dict[str, str]:
+        """The variables of the environment's SOPS files in this tree, decrypted with its own age key."""
+        from reconciler.sops import decrypt_env
+
+        sops = target.env.sops
+        values: dict[str, str] = {}
+        for rel in sops.env_files if sops is not None else ():
+            assert sops is not None
+            values.update(
+                decrypt_env(path / rel, display=rel, key_file=sops.age_key_file, environment=target.env.key)
+            )
+        return values
 
     @staticmethod
     def _env_files(path: Path, env: EnvConfig) -> tuple[str, ...]:
@@ -322,7 +345,7 @@ class Deployer:
                 target.branch,
                 commit,
                 trigger,
-                json.dumps(resolved.model, sort_keys=True),
+                json.dumps(secrets.scrub_value(resolved.model), sort_keys=True),
             )
             log.info("deploy.start", trigger=trigger)
             # 2. the checkout moves to the new tree: containers created from now on mount it
@@ -564,7 +587,7 @@ class Deployer:
         *,
         rollback: bool,
     ) -> Outcome:
-        message = str(err)
+        message = secrets.scrub(str(err))
         if deploy_id is not None:
             self.state.finish_deploy(deploy_id, Result.FAILURE, message)
         # The same commit is not retried in a loop: wait for a new commit or a manual sync.

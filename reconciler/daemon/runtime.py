@@ -75,7 +75,7 @@ class Runtime:
         from reconciler.jobs.schedule import attach
 
         attach(self.scheduler, cfg, d.state, d.metrics)  # backups, restore drills, copies (issue 11)
-        self.server = serve(d, d.metrics, host, port)
+        self.server = serve(d, d.metrics, host, port, http_auth=cfg.http_auth)
         self._events_thread = threading.Thread(target=self._watch_events, name="docker-events", daemon=True)
         self._events_thread.start()
         logs.get().info(

@@ -21,7 +21,9 @@ from typing import Any, Final
 
 import structlog
 
+from reconciler.config.http_auth import HttpAuth
 from reconciler.errors import ConfigError, Location
+from reconciler.report import auth
 from reconciler.report.api import environments_json
 from reconciler.report.metrics import Metrics
 from reconciler.report.page import render_page
@@ -150,6 +152,7 @@ def serve(
     port: int = 9469,
     *,
     instance: str | None = None,
+    http_auth: HttpAuth | None = None,
 ) -> ServerHandle:
     """Start the server on a daemon thread; ``port=0`` picks a free port (see ``handle.port``).
 
@@ -162,6 +165,7 @@ def serve(
         instance = found if isinstance(found, str) and found else None
     hooks = WebhookHandler(view, metrics, ReplayGuard())
     handler = _make_handler(view, metrics, hooks, instance)
+    handler.auth = http_auth
     server_class = _Server6 if ":" in host else _Server
     try:
         server = server_class((host, port), handler)
@@ -190,6 +194,7 @@ class _Handler(BaseHTTPRequestHandler):
     metrics: Metrics
     hooks: WebhookHandler
     instance: str | None = None
+    auth: HttpAuth | None = None  # http_auth: checked before any route but /healthz and webhooks
     server_version = "reconciler"
     sys_version = ""
     timeout = REQUEST_TIMEOUT
@@ -236,7 +241,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             path = self.path.split("?", 1)[0]
             methods = self._routes().get(path)
-            if methods is None:
+            if not auth.allows(self.auth, path, self.headers.get("Authorization")):
+                assert self.auth is not None
+                self._send_json(401, {"error": "authentication required"}, auth.challenge(self.auth))
+            elif methods is None:
                 self._send_json(404, {"error": "not found"})
             elif self.command not in methods:
                 allow = ", ".join(sorted(methods))
