@@ -94,6 +94,32 @@ CREATE TABLE IF NOT EXISTS job_runs (
     size INTEGER
 )"""
 
+# Likewise: each deploy hook step's exit code and output tail, by deploy attempt (`reconciler history`).
+_HOOK_RUNS = """
+CREATE TABLE IF NOT EXISTS hook_runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    deploy_id INTEGER NOT NULL,
+    phase TEXT NOT NULL,
+    service TEXT NOT NULL,
+    command TEXT NOT NULL,
+    exit_code INTEGER,
+    output TEXT NOT NULL DEFAULT '',
+    finished REAL NOT NULL
+)"""
+
+
+@dataclass(frozen=True)
+class HookRecord:
+    """One deploy hook step as it ran: ``exit_code`` None when it never got one (not created, timed out)."""
+
+    deploy_id: int
+    phase: str
+    service: str
+    command: str
+    exit_code: int | None
+    output: str
+    finished: float
+
 
 @dataclass(frozen=True)
 class JobRun:
@@ -160,6 +186,7 @@ class State:
             self._db.execute("PRAGMA foreign_keys=ON")
             self._migrate()
             self._db.execute(_JOB_RUNS)
+            self._db.execute(_HOOK_RUNS)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the state database {str(self.path)!r}: {exc}") from exc
         except OSError as exc:
@@ -244,6 +271,42 @@ class State:
             )
             if Result(result).value in _APPLIED:
                 self._set_applied(db, row[0], row[1], now)
+
+    def record_hook(
+        self,
+        deploy_id: int,
+        phase: str,
+        service: str,
+        command: str,
+        exit_code: int | None,
+        output: str,
+        *,
+        at: float | None = None,
+    ) -> None:
+        """Keep what a hook step did with its deploy attempt (command and output scrubbed of secrets)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO hook_runs (deploy_id, phase, service, command, exit_code, output, finished) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    deploy_id,
+                    phase,
+                    service,
+                    secrets.scrub(command),
+                    exit_code,
+                    secrets.scrub(output),
+                    self._now(at),
+                ),
+            )
+
+    def hook_runs(self, deploy_id: int) -> list[HookRecord]:
+        """The hook steps of one deploy attempt, in the order they ran."""
+        rows = self._query(
+            "SELECT deploy_id, phase, service, command, exit_code, output, finished FROM hook_runs "
+            "WHERE deploy_id = ? ORDER BY id",
+            (deploy_id,),
+        )
+        return [HookRecord(*tuple(r)) for r in rows]
 
     def history(self, project: str, limit: int = 50) -> list[DeployRecord]:
         """Deploy attempts of ``project``, newest first (kept after the environment is removed)."""

@@ -301,11 +301,12 @@ def _history(args: argparse.Namespace) -> int:
     target = daemon.find_target(args.target)
     records = daemon.state.history(target.project)
     if args.format == "json":
-        print(json.dumps([_record_json(r) for r in records], indent=2))
+        out = [{**_record_json(r), "hooks": _hooks_json(daemon.state.hook_runs(r.id))} for r in records]
+        print(json.dumps(out, indent=2))
         return 0
-    _table(
-        ["ID", "STARTED", "COMMIT", "TRIGGER", "RESULT", "ERROR"],
-        [
+    rows: list[list[str]] = []
+    for r in records:
+        rows.append(
             [
                 str(r.id),
                 _when(r.started),
@@ -314,10 +315,19 @@ def _history(args: argparse.Namespace) -> int:
                 str(r.result),
                 (r.error.splitlines()[0][:100] if r.error else ""),
             ]
-            for r in records
-        ],
-    )
+        )
+        for hook in daemon.state.hook_runs(r.id):  # each deploy hook step, under its deploy
+            code = "-" if hook.exit_code is None else str(hook.exit_code)
+            last = hook.output.strip().splitlines()[-1][:60] if hook.output.strip() else ""
+            rows.append(
+                ["", "", "", f"  {hook.phase}", f"exit {code}", f"{hook.service}: {hook.command[:40]} {last}"]
+            )
+    _table(["ID", "STARTED", "COMMIT", "TRIGGER", "RESULT", "ERROR"], rows)
     return 0
+
+
+def _hooks_json(hooks: list[Any]) -> list[dict[str, Any]]:
+    return [asdict(h) for h in hooks]
 
 
 def _record_json(r: DeployRecord) -> dict[str, Any]:

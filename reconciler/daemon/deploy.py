@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -352,11 +353,11 @@ class Deployer:
             source.activate(checkout, checkout.parent / resolved.tree)
             activated = True
             # 3. pre_deploy hooks: from the new revision, before any container of the stack changes
-            self._pre_deploy(target, resolved, cancel, log)
+            self._pre_deploy(target, resolved, cancel, log, deploy_id)
             # 4. plan + apply, health-gated; transient failures are retried, the stack untouched
             plan = self._retrying(target, lambda: self._up(target, resolved, cancel), cancel, log)
             # 5. post_deploy hooks, then the health gate: either failing fails (and rolls back) the deploy
-            self._post_deploy(target, resolved, log)
+            self._post_deploy(target, resolved, log, deploy_id)
             self._health_gate(target, resolved, cancel, log)
             result = Result.NOOP if plan.is_noop else Result.SUCCESS
             self.state.finish_deploy(deploy_id, result)
@@ -439,7 +440,7 @@ class Deployer:
 
     # -- hooks and health gate ---------------------------------------------------------------------
     def _pre_deploy(
-        self, target: Target, resolved: Resolved, cancel: threading.Event | None, log: Any
+        self, target: Target, resolved: Resolved, cancel: threading.Event | None, log: Any, deploy_id: int
     ) -> None:
         """The environment's pre_deploy hooks. The new revision's networks, volumes and images are made
         first (as `up` would, idempotent); no container of the stack changes."""
@@ -458,12 +459,12 @@ class Deployer:
             cancel,
             log,
         )
-        self._run_hooks(target, resolved, "pre_deploy", steps, image_ids, log)
+        self._run_hooks(target, resolved, "pre_deploy", steps, image_ids, log, deploy_id)
 
-    def _post_deploy(self, target: Target, resolved: Resolved, log: Any) -> None:
+    def _post_deploy(self, target: Target, resolved: Resolved, log: Any, deploy_id: int) -> None:
         steps = target.env.hooks.post_deploy
         if steps:
-            self._run_hooks(target, resolved, "post_deploy", steps, {}, log)
+            self._run_hooks(target, resolved, "post_deploy", steps, {}, log, deploy_id)
 
     def _run_hooks(
         self,
@@ -473,9 +474,10 @@ class Deployer:
         steps: tuple[HookStep, ...],
         image_ids: Mapping[str, str | None],
         log: Any,
+        deploy_id: int,
     ) -> None:
-        """Each step in order, stopping at the first failure; output and exit code go to the log, and
-        a failure's message (recorded in history) carries them too."""
+        """Each step in order, stopping at the first failure; output and exit code go to the log and to
+        the deploy's history (``State.record_hook``), and a failure's message carries them too."""
         from reconciler.contentfiles import project_dir
         from reconciler.hooks import HookFailed, HookRunner
         from reconciler.spec import project_spec
@@ -495,10 +497,15 @@ class Deployer:
             except HookFailed as err:
                 code = err.run.exit_code if err.run else None
                 log.error("hook.failed", phase=phase, service=step.service, exit_code=code, error=str(err))
+                output = err.run.output if err.run else str(err)
+                command = shlex.join(step.command)
+                self.state.record_hook(deploy_id, phase, step.service, command, code, output)
                 raise
             log.info(
                 "hook.done", phase=phase, service=step.service, exit_code=run.exit_code, output=run.output
             )
+            command = shlex.join(step.command)
+            self.state.record_hook(deploy_id, phase, step.service, command, run.exit_code, run.output)
 
     def _health_gate(
         self, target: Target, resolved: Resolved, cancel: threading.Event | None, log: Any

@@ -80,6 +80,13 @@ def test_pre_runs_before_any_change_and_post_after(
     assert daemon.state.history(project)[0].result is Result.SUCCESS
     assert _order(docker_client, project) == ["pre", "migrate-1", "post", "pre", "migrate-2", "post"]
     assert _one_offs(docker_client, project) == []
+    # History keeps each step with its deploy: phase, service, command and exit code.
+    hooks = daemon.state.hook_runs(daemon.state.history(project)[0].id)
+    assert [(h.phase, h.service, h.exit_code) for h in hooks] == [
+        ("pre_deploy", "db", 0),
+        ("post_deploy", "db", 0),
+    ]
+    assert "echo pre" in hooks[0].command
     daemon.queue.shutdown()
 
 
@@ -144,6 +151,9 @@ def test_failing_pre_deploy_keeps_the_old_stack_untouched(
     assert "pre_deploy hook" in history[0].error and "'web'" in history[0].error
     assert "exited with code 1" in history[0].error
     assert "new-revision-marker" in history[0].error  # the hook ran from the new revision's tree
+    [hook] = daemon.state.hook_runs(history[0].id)
+    assert (hook.phase, hook.service, hook.exit_code) == ("pre_deploy", "web", 1)
+    assert "new-revision-marker" in hook.output
     assert all(h.trigger != "rollback" for h in history)
     assert daemon.state.last_applied(project) == good
     after = containers(docker_client, project)
