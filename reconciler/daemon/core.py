@@ -247,7 +247,8 @@ class Daemon:
         """Projects already at the wanted commit whose live stack matches its rendered revision.
 
         One container list for all of them and one render each (none after a deploy in this process);
-        a failed commit, a suspension, an outage or any drift leaves a stack to ``_maybe_deploy``."""
+        a failed commit, a suspension, an outage, any drift or `image_check: registry` leaves a stack to
+        ``_maybe_deploy``."""
         snap = self.state.snapshot()
         check = [
             (t, c)
@@ -255,6 +256,8 @@ class Daemon:
             if snap.applied.get(t.project) == (snap.pins.get(t.project) or c)
             and (t.project, snap.applied[t.project]) not in snap.failed
             and t.project not in snap.suspensions
+            # Whether the registry moved a tag is only known by asking it, which the deploy does.
+            and t.env.image_check != "registry"
         ]
         if not check:
             return set()
