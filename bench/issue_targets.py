@@ -119,6 +119,9 @@ def preview_env(project: str, glob: str) -> dict[str, Any]:
         "ephemeral": True,
         "max": 200,
         "timeout": "120s",
+        # The previews share one external network (Docker's default pools hold ~30 bridges); the
+        # ephemeral policy refuses external networks unless allowed.
+        "policy": {"external": True},
     }
 
 
@@ -185,6 +188,7 @@ def bench_cycle(tmp: Path, previews: int, others: int, cycles: int, profile: boo
         deploys = {s.project: s.last_deploy.id if s.last_deploy else None for s in statuses}
         engine = CountingEngine(daemon.converger._engine)
         daemon.converger._engine = engine
+        daemon.converger.observer._engine = engine  # the drift check lists through its observer
         statements: list[str] = []
         daemon.state._db.set_trace_callback(statements.append)
         daemon.poll("bench")  # warm

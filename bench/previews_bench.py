@@ -182,6 +182,7 @@ def write_config(root: Path, bare: Path, port: int, prefix: str, pool: str) -> P
                         "compose": ["compose.yaml"],
                         "ephemeral": True,
                         "timeout": "120s",
+                        "policy": {"external": True},  # the shared external network
                     },
                 },
             }
