@@ -13,6 +13,7 @@ from typing import Any
 
 from reconciler.config.globs import glob_match
 from reconciler.config.hooks import NO_HOOKS, HealthGate, Hooks
+from reconciler.config.hosts import DEFAULT_HOST, HostConfig, local_host
 from reconciler.config.http_auth import HttpAuth
 from reconciler.config.sops import SopsConfig
 from reconciler.jobs.model import BackupsConfig, JobConfig
@@ -59,6 +60,8 @@ class EnvConfig:
     health_gate: HealthGate | None = None  # an HTTP check on this host that a deploy must pass
     jobs: tuple[JobConfig, ...] = field(default=(), hash=False)  # scheduled backups, drills, copies
     sops: SopsConfig | None = None  # encrypted env files in the repository and the key that opens them
+    host: str = DEFAULT_HOST  # a name of Config.hosts: the Docker Engine it runs on
+    backend: str = "compose"  # "compose": containers on the host's engine; "swarm": a Swarm stack
     line: int = field(default=0, compare=False)  # where it is defined in environments.yaml
 
     @property
@@ -88,6 +91,7 @@ class AppConfig:
     repo: str  # a git URL, or an absolute local path
     poll_interval: float = DEFAULT_POLL_INTERVAL
     webhook_secret: str | None = field(default=None, repr=False)
+    host: str = DEFAULT_HOST  # its environments' host unless they name one
     environments: tuple[EnvConfig, ...]
     line: int = field(default=0, compare=False)
 
@@ -112,6 +116,10 @@ class Config:
     networks_pool: str | None = None
     backups: BackupsConfig | None = None  # the restic repository of `backup` jobs
     http_auth: HttpAuth | None = None  # what the HTTP API and status page require (None: nothing)
+    # name -> Docker Engine; always has "local" (this process's DOCKER_HOST) unless the file redefines it
+    hosts: Mapping[str, HostConfig] = field(
+        default_factory=lambda: MappingProxyType({DEFAULT_HOST: local_host()}), hash=False
+    )
     apps: tuple[AppConfig, ...]
 
     def app(self, name: str) -> AppConfig:
@@ -119,6 +127,9 @@ class Config:
             if app.name == name:
                 return app
         raise KeyError(name)
+
+    def host_of(self, env: EnvConfig) -> HostConfig:
+        return self.hosts[env.host]
 
     def environments(self) -> Iterator[EnvConfig]:
         for app in self.apps:

@@ -14,6 +14,7 @@ import yaml
 from reconciler.config.checks import check_cancelled, check_unique
 from reconciler.config.fields import _FieldReaders
 from reconciler.config.hooks import read_health_gate, read_hooks
+from reconciler.config.hosts import HostConfig, read_backend, read_host_ref, read_hosts
 from reconciler.config.http_auth import read_http_auth
 from reconciler.config.jobs import check_job_refs, read_backups, read_jobs
 from reconciler.config.model import (
@@ -42,9 +43,10 @@ _TOP_KEYS = (
     "networks_pool",
     "backups",
     "http_auth",
+    "hosts",
     "apps",
 )
-_APP_KEYS = ("repo", "poll_interval", "webhook_secret", "webhook_secret_file", "environments")
+_APP_KEYS = ("repo", "poll_interval", "webhook_secret", "webhook_secret_file", "host", "environments")
 _ENV_KEYS = (
     "branch",
     "branches",
@@ -69,6 +71,8 @@ _ENV_KEYS = (
     "health_gate",
     "jobs",
     "sops",
+    "host",
+    "backend",
 )
 
 
@@ -124,6 +128,7 @@ class _Parser(_FieldReaders):
         concurrent = self.integer(doc, "max_concurrent_deploys", "max_concurrent_deploys", minimum=1)
         pool = self.network_pool(doc)
         http_auth = read_http_auth(self, doc)
+        self.hosts: dict[str, HostConfig] = read_hosts(self, doc)
         apps_map = self.mapping(doc, "apps", "apps", required=True)
         assert apps_map is not None
         if not apps_map:
@@ -142,6 +147,7 @@ class _Parser(_FieldReaders):
             networks_pool=pool,
             backups=backups,
             http_auth=http_auth,
+            hosts=MappingProxyType(self.hosts),
             apps=apps,
         )
 
@@ -157,6 +163,7 @@ class _Parser(_FieldReaders):
         repo = self.repo(repo, m.key_lines["repo"], f"{where}.repo")
         poll = self.duration(m, "poll_interval", f"{where}.poll_interval", DEFAULT_POLL_INTERVAL)
         secret = self.secret(m, where)
+        host = read_host_ref(self, m, where, self.hosts, "local")
         envs_map = self.mapping(m, "environments", f"{where}.environments", required=True)
         assert envs_map is not None
         if not envs_map:
@@ -166,9 +173,15 @@ class _Parser(_FieldReaders):
                 f"{where}.environments",
                 hint="declare at least one environment",
             )
-        envs = tuple(self.environment(envs_map, name, env, f"{where}.environments") for env in envs_map)
+        envs = tuple(self.environment(envs_map, name, env, f"{where}.environments", host) for env in envs_map)
         return AppConfig(
-            name=name, repo=repo, poll_interval=poll, webhook_secret=secret, environments=envs, line=line
+            name=name,
+            repo=repo,
+            poll_interval=poll,
+            webhook_secret=secret,
+            host=host,
+            environments=envs,
+            line=line,
         )
 
     def image_check(self, m: _Map, where: str) -> str:
@@ -197,7 +210,7 @@ class _Parser(_FieldReaders):
             )
         return seconds
 
-    def environment(self, envs_map: _Map, app: str, name: Any, parent: str) -> EnvConfig:
+    def environment(self, envs_map: _Map, app: str, name: Any, parent: str, app_host: str) -> EnvConfig:
         line = envs_map.key_lines[name]
         where = f"{parent}.{name}"
         self.check_name(name, line, where, "environment")
@@ -302,5 +315,7 @@ class _Parser(_FieldReaders):
             health_gate=read_health_gate(self, m, where),
             jobs=read_jobs(self, m, where),
             sops=read_sops(self, m, where),
+            host=read_host_ref(self, m, where, self.hosts, app_host),
+            backend=read_backend(self, m, where),
             line=line,
         )
