@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # A second Docker Engine next to the main one, standing in for a second host in the tests.
-# Usage: bash scripts/dockerd2.sh [start|stop|restart]   (default: start; each is idempotent)
+# Usage: bash scripts/dockerd2.sh [start|stop|restart] [N]   (default: start 2; each is idempotent)
+# N numbers the engine: reconciler-test-N, socket /run/reconciler-test-N.sock, pool 10.(211+N).0.0/16.
+# The tests use 2 for a second host and 3 for a single-node Docker Swarm (never the main engine).
 # It has its own socket, data root, exec root (so its own managed containerd), pid file, an empty config file
 # (so /etc/docker/daemon.json never applies), no default bridge and no iptables rules, its own address pool
 # for user-defined networks, and its own network namespace, so nothing of it reaches the main engine's
 # interfaces or routes. Run as root.
 set -euo pipefail
-NAME=reconciler-test-2
+INDEX=${2:-2}
+case "$INDEX" in [2-9]) ;; *) echo "dockerd2: engine number must be 2..9, not $INDEX" >&2; exit 2 ;; esac
+NAME=reconciler-test-$INDEX
 SOCK=/run/$NAME.sock
 # The main engine, which has the base image: the caller's DOCKER_HOST unless that is us.
 MAIN_HOST=${DOCKER_HOST:-unix:///var/run/docker.sock}
@@ -90,7 +94,7 @@ launch() {
       --bridge none \
       --iptables=false \
       --ip-masq=false \
-      --default-address-pool base=10.213.0.0/16,size=24 \
+      --default-address-pool base=10.$((211 + INDEX)).0.0/16,size=24 \
       --storage-driver=vfs \
       </dev/null >>"$LOG" 2>&1
   ) &
@@ -146,5 +150,5 @@ case "${1:-start}" in
   start) start ;;
   stop) stop ;;
   restart) stop; start ;;
-  *) echo "usage: $0 [start|stop|restart]" >&2; exit 2 ;;
+  *) echo "usage: $0 [start|stop|restart] [N]" >&2; exit 2 ;;
 esac

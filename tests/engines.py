@@ -22,9 +22,24 @@ LOCK = Path("/run/reconciler-test-2.tests.lock")
 _SCRIPT_TIMEOUT = 420.0
 
 
-def _script(action: str) -> None:
+def engine_url(index: int) -> str:
+    """The DOCKER_HOST URL of test engine ``index`` (2: a second host; 3: the single-node swarm)."""
+    return f"unix:///run/reconciler-test-{index}.sock"
+
+
+def start_engine(index: int) -> str:
+    """Start test engine ``index`` unless it answers (base image loaded); its DOCKER_HOST URL."""
+    _script("start", index)
+    return engine_url(index)
+
+
+def stop_engine(index: int) -> None:
+    _script("stop", index)
+
+
+def _script(action: str, index: int = 2) -> None:
     proc = subprocess.run(
-        ["bash", str(SCRIPT), action],
+        ["bash", str(SCRIPT), action, str(index)],
         capture_output=True,
         text=True,
         timeout=_SCRIPT_TIMEOUT,
