@@ -13,11 +13,14 @@ import os
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from reconciler.errors import DeployError, DockerError
 from reconciler.labels import PROJECT
 from reconciler.spec import BuildSpec, NetworkSpec, VolumeSpec
+
+if TYPE_CHECKING:
+    from reconciler.config.hosts import HostConfig
 
 T = TypeVar("T")
 _BUILD_TIMEOUT = 3600  # seconds without output before a build is abandoned (a silent RUN step may be long)
@@ -287,6 +290,13 @@ class DockerEngine:
         return None
 
     # --- containers ---
+
+    @classmethod
+    def for_host(
+        cls, host: HostConfig, *, state_dir: str | os.PathLike[str], timeout: float = 60.0
+    ) -> DockerEngine:
+        """The engine of a ``hosts:`` entry (its DOCKER_HOST URL; None: this process's environment)."""
+        return cls(host.docker, timeout=timeout)
 
     @classmethod
     def from_env(cls, *, timeout: float = 60.0) -> DockerEngine:
