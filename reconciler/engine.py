@@ -14,16 +14,15 @@ import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from reconciler.config.hosts import HostConfig
 from reconciler.errors import ConfigError, DeployError, DockerError, Location
 from reconciler.labels import PROJECT
 from reconciler.spec import BuildSpec, NetworkSpec, VolumeSpec
 
 if TYPE_CHECKING:
+    from reconciler.config.hosts import HostConfig
     from reconciler.sshtunnel import SshTunnel
 
 T = TypeVar("T")
@@ -428,7 +427,9 @@ class DockerEngine:
         return cls(timeout=timeout)
 
     @classmethod
-    def for_host(cls, host: HostConfig, *, state_dir: Path | str, timeout: float = 60.0) -> DockerEngine:
+    def for_host(
+        cls, host: HostConfig, *, state_dir: str | os.PathLike[str], timeout: float = 60.0
+    ) -> DockerEngine:
         """The engine a ``hosts:`` entry names. No ``docker`` URL: this process's DOCKER_HOST and TLS
         variables, as ``from_env``. ``unix://`` and ``tcp://`` directly (with ``tls:``, a client certificate
         and the engine's verified against ``tls.ca``); ``ssh://`` through an ``ssh`` tunnel whose socket is

@@ -64,7 +64,7 @@ class SshTunnel:
     state directory (a CLI command next to the daemon) runs a tunnel of its own and never ends ours."""
 
     def __init__(
-        self, host: HostConfig, state_dir: Path | str, *, start_timeout: float = _START_TIMEOUT
+        self, host: HostConfig, state_dir: str | os.PathLike[str], *, start_timeout: float = _START_TIMEOUT
     ) -> None:
         self.host = host
         self.dir = Path(state_dir) / "ssh"
@@ -191,7 +191,7 @@ class SshTunnel:
         return TunnelError(f"{message}: {said}" if said else message, reason="connection", hint=hint)
 
 
-def acquire(host: HostConfig, state_dir: Path | str) -> SshTunnel:
+def acquire(host: HostConfig, state_dir: str | os.PathLike[str]) -> SshTunnel:
     """This process's tunnel for ``host`` (made, not yet started, on first use)."""
     key = (Path(state_dir).resolve(), host)
     with _TUNNELS_LOCK:

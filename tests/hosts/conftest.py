@@ -82,7 +82,8 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
     d = tmp_path_factory.mktemp("sshd")
     host_key = keygen(d / "host_ed25519")
     client = keygen(d / "client_ed25519")
-    (d / "authorized_keys").write_text((d / "client_ed25519.pub").read_text())
+    # As docs/hosts.md advises: the key may forward, nothing else (no shell, no terminal).
+    (d / "authorized_keys").write_text("restrict,port-forwarding " + (d / "client_ed25519.pub").read_text())
     # sshd refuses to start without its privilege separation directory (the package's service makes it).
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     log = d / "sshd.log"
