@@ -117,16 +117,27 @@ class SshTunnel:
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
         with self._log.open("wb") as log:
-            # stdin closed: BatchMode already forbids prompts, and ssh must never read ours.
-            proc = subprocess.Popen(
-                self.argv(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log, close_fds=True
-            )
+            try:
+                # stdin closed: BatchMode already forbids prompts, and ssh must never read ours.
+                proc = subprocess.Popen(
+                    self.argv(),
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    close_fds=True,
+                )
+            except OSError as exc:
+                raise TunnelError(
+                    f"host {self.host.name!r}: cannot run ssh: {exc.strerror or exc}",
+                    reason="connection",
+                    hint="an ssh:// engine needs the OpenSSH client (Debian: apt-get install openssh-client)",
+                ) from exc
         self._proc = proc
         self._pidfile.write_text(f"{proc.pid}\n")
         deadline = time.monotonic() + self._start_timeout
         while True:
             if proc.poll() is not None:
-                self._proc = None
+                self._stop_locked()
                 raise self._failure(f"ssh exited with status {proc.returncode}")
             if self.socket.exists() and stat.S_ISSOCK(self.socket.stat().st_mode):
                 return

@@ -431,3 +431,22 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+def test_ssh_client_missing_names_the_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    engine = DockerEngine.for_host(HostConfig(name="cheap", docker="ssh://deploy@x"), state_dir=tmp_path)
+    try:
+        with pytest.raises(EngineUnavailable) as info:
+            engine.list_containers()
+    finally:
+        engine.close()
+    assert "host 'cheap': cannot run ssh" in str(info.value)
+    assert info.value.hint is not None and "openssh-client" in info.value.hint
+
+
+def test_state_dir_too_long_for_the_tunnel_socket(tmp_path: Path) -> None:
+    state = tmp_path / ("s" * 100)
+    with pytest.raises(ConfigError) as info:
+        DockerEngine.for_host(HostConfig(name="cheap", docker="ssh://deploy@x"), state_dir=state)
+    assert "host 'cheap'" in str(info.value) and "state_dir" in str(info.value)
