@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/hosts_bench.py [--per-host 10] [--rounds 15] [--hang 60]
 
-Hosts: `a` the main engine, `b` and `c` test engines 4 and 5 (scripts/dockerd2.sh; `c` is reached through a
+Hosts: `a` the main engine, `b` and `c` test engines 7 and 8 (scripts/dockerd2.sh; `c` is reached through a
 proxy that can hold every request unanswered, standing in for a host that hangs). One app, one preview
 environment per host, ``--per-host`` branches each, every preview a one-service stack.
 
@@ -44,7 +44,7 @@ services:
     init: true
     command: ["httpd", "-f", "-p", "8080"]
 """
-ENGINES = {"b": 4, "c": 5}
+ENGINES = {"b": 7, "c": 8}
 
 
 def git(*args: str, cwd: Path) -> None:
