@@ -26,6 +26,7 @@ _HANDLERS = {
     "rollback": "daemon",
     "suspend": "daemon",
     "resume": "daemon",
+    "move": "move",
     "jobs": "jobs",
     "backups": "jobs",
 }
@@ -147,6 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("target", metavar="TARGET")
         if name == "suspend":
             p.add_argument("--reason", default="", metavar="TEXT")
+
+    p = sub.add_parser(
+        "move", help="confirm an environment's new `host:`: stop it on the old host, deploy it on the new"
+    )
+    _config_arg(p)
+    p.add_argument("target", metavar="TARGET", help="project or environment name (all its previews)")
+    p.add_argument("host", metavar="HOST", help="the host the configuration now names for it")
+    p.add_argument(
+        "--abandon",
+        action="store_true",
+        help="the old host is gone for good: move without stopping the stack there",
+    )
     _jobs_parsers(sub)
     return parser
 

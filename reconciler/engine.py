@@ -11,13 +11,19 @@ import contextlib
 import math
 import os
 import re
+import ssl
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
-from reconciler.errors import DeployError, DockerError
+from reconciler.errors import ConfigError, DeployError, DockerError, Location
 from reconciler.labels import PROJECT
 from reconciler.spec import BuildSpec, NetworkSpec, VolumeSpec
+
+if TYPE_CHECKING:
+    from reconciler.config.hosts import HostConfig
+    from reconciler.sshtunnel import SshTunnel
 
 T = TypeVar("T")
 _BUILD_TIMEOUT = 3600  # seconds without output before a build is abandoned (a silent RUN step may be long)
@@ -147,6 +153,15 @@ _TRANSPORT_HINTS = {
     "connection": "is dockerd running, and may this user use its socket? The call is retried",
     "timeout": "the Docker Engine is overloaded or stuck; the call is retried",
 }
+_TLS_HINT = (
+    "the TLS handshake failed: the engine's certificate must verify against the host's tls.ca, and the "
+    "engine must accept the client certificate tls.cert/tls.key (it names the CA it trusts with --tlscacert)"
+)
+# An engine that refuses a client certificate may just hang up, without a TLS alert to say why.
+_TLS_DROPPED_HINT = (
+    "is the engine up at that address? A TLS engine also hangs up on a client whose certificate "
+    "(tls.cert/tls.key) it does not accept. The call is retried"
+)
 
 
 def _status_reason(status: int | None) -> str | None:
@@ -170,6 +185,29 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         context = None if err.__suppress_context__ else err.__context__
         linked = (err.__cause__, context, getattr(err, "reason", None), *err.args)
         todo.extend(x for x in linked if isinstance(x, BaseException))
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    return any(isinstance(e, ssl.SSLError) for e in _chain(exc))
+
+
+def _tls_config(host: HostConfig) -> Any:
+    """docker-py's TLSConfig for a tcp:// host with ``tls:``: the client certificate, and the engine's
+    certificate verified against ``tls.ca`` (else the system's CAs)."""
+    import docker.errors
+    import docker.tls
+
+    tls = host.tls
+    assert tls is not None
+    client = (tls.cert, tls.key) if tls.cert and tls.key else None
+    try:
+        return docker.tls.TLSConfig(client_cert=client, ca_cert=tls.ca, verify=True)
+    except docker.errors.TLSParameterError as exc:  # a file gone since the configuration was read
+        raise ConfigError(
+            f"host {host.name!r}: unusable TLS files ({exc})",
+            Location(key=f"hosts.{host.name}.tls"),
+            hint="tls.ca, tls.cert and tls.key must be readable files",
+        ) from exc
 
 
 def _is_transport_failure(exc: BaseException) -> bool:
@@ -213,7 +251,18 @@ def _failure_reason(exc: BaseException) -> str:
 class DockerEngine:
     """``Engine`` over docker-py's low-level APIClient: one HTTP request per call, no hidden inspects."""
 
-    def __init__(self, base_url: str | None = None, *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        timeout: float = 60.0,
+        host: HostConfig | None = None,
+        tls: Any = None,
+        tunnel: SshTunnel | None = None,
+    ) -> None:
+        """``host``: the configured host this engine is (its name in messages; with a URL of its own, the
+        DOCKER_* variables of this process no longer apply). ``tls``: docker-py's TLSConfig. ``tunnel``:
+        the ssh tunnel ``base_url`` goes through, started and restarted before each call."""
         import docker.errors  # lazily: `reconciler render` and `--help` never pay for docker-py and requests
         import requests.exceptions
 
@@ -221,36 +270,119 @@ class DockerEngine:
         self._requests = requests.exceptions
         self._base_url = base_url
         self._timeout = timeout
+        self._host = host
+        self._tls = tls
+        self._tunnel = tunnel
         self._client: Any = None
         self._lock = threading.Lock()
 
     @property
+    def host_name(self) -> str | None:
+        """The name in ``hosts:`` of this engine (None: made without one)."""
+        return self._host.name if self._host else None
+
+    @property
+    def tunnel(self) -> SshTunnel | None:
+        """The ssh tunnel an ssh:// host's calls go through (None for other engines)."""
+        return self._tunnel
+
+    @property
     def _api(self) -> Any:
         """The APIClient, connected on first use: making a DockerEngine never touches Docker."""
+        if self._tunnel is not None:
+            # A waitpid when the tunnel runs; when its ssh has died, a new one (or TunnelError, transient).
+            # The client keeps its URL: the new ssh binds the same socket path.
+            self._tunnel.ensure()
         with self._lock:
             if self._client is None:
                 self._client = self._connect()
             return self._client
 
+    @property
+    def _where(self) -> str:
+        """The engine, for messages: the host's name and configured address (never a credential: the
+        configuration refuses passwords in URLs)."""
+        if self._host is not None:
+            return f"host {self._host.name!r} ({self._host.url})"
+        return self._base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
     def _connect(self) -> Any:
         import docker
+        import docker.constants
         import docker.utils
 
-        kwargs: dict[str, Any] = dict(docker.utils.kwargs_from_env())
+        own_url = self._host is not None and self._host.docker is not None
+        kwargs: dict[str, Any] = {} if own_url else dict(docker.utils.kwargs_from_env())
         if self._base_url:
             kwargs["base_url"] = self._base_url
+        if self._tls is not None:
+            kwargs["tls"] = self._tls
         # "auto" asks the engine its API version once; pinning one would break on engines that raised
         # their minimum (Docker 29 refuses < 1.44) or lack a newer one (20.10 speaks 1.41).
         version = os.environ.get("DOCKER_API_VERSION") or "auto"
         try:
-            return docker.APIClient(version=version, timeout=math.ceil(self._timeout), **kwargs)
-        except docker.errors.DockerException as exc:
-            where = kwargs.get("base_url") or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+            return self._open_client(version, kwargs)
+        except Exception as exc:
+            if not _is_transport_failure(exc):
+                raise
             raise EngineUnavailable(
-                f"cannot reach the Docker Engine at {where}: {exc}",
+                f"cannot reach the Docker Engine of {self._where}: {exc}"
+                if self._host
+                else f"cannot reach the Docker Engine at {self._where}: {exc}",
                 reason=_failure_reason(exc),
-                hint="is dockerd running, and may this user use its socket?",
+                hint=self._hint(exc) or "is dockerd running, and may this user use its socket?",
             ) from exc
+
+    def _hint(self, exc: BaseException) -> str | None:
+        """What to check after a failed TLS or ssh connection (None: neither)."""
+        if (
+            self._tunnel is not None
+            and _failure_reason(exc) == "connection"
+            and (said := self._tunnel.said(2))
+        ):
+            # The tunnel runs, but sshd could not reach the engine's socket for this connection.
+            return f"the ssh tunnel says: {said} (is ssh.socket the engine's socket, may the user use it?)"
+        if _is_tls_failure(exc):
+            return _TLS_HINT
+        if self._tls is not None and _failure_reason(exc) == "connection":
+            return _TLS_DROPPED_HINT
+        return None
+
+    def _open_client(self, version: str, kwargs: dict[str, Any]) -> Any:
+        import docker
+        import docker.constants
+
+        timeout = math.ceil(self._timeout)
+        if self._tls is None:
+            return docker.APIClient(version=version, timeout=timeout, **kwargs)
+        # requests lets REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE replace a session's own CA file (psf/requests
+        # issue 3829): the engine's certificate would be checked against the system's CAs, not tls.ca. So a
+        # TLS engine's client ignores the environment, and "auto" (which asks before we could say so) is
+        # done here: the unversioned /version, then the client pinned to the engine's answer.
+        if version == "auto":
+            probe = docker.APIClient(
+                version=docker.constants.MINIMUM_DOCKER_API_VERSION, timeout=timeout, **kwargs
+            )
+            probe.trust_env = False
+            try:
+                version = str(probe.version(api_version=False)["ApiVersion"])
+            finally:
+                probe.close()
+        client = docker.APIClient(version=version, timeout=timeout, **kwargs)
+        client.trust_env = False
+        return client
+
+    def close(self) -> None:
+        """Close the connections, and give back the ssh tunnel (its last user stops it)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        tunnel, self._tunnel = self._tunnel, None
+        if tunnel is not None:
+            from reconciler import sshtunnel
+
+            sshtunnel.release(tunnel)
 
     @contextlib.contextmanager
     def _call(self, what: str, *, missing_ok: bool = False) -> Iterator[None]:
@@ -271,8 +403,9 @@ class DockerEngine:
             if not _is_transport_failure(exc):
                 raise
             reason = _failure_reason(exc)
-            hint = _TRANSPORT_HINTS.get(reason)
-            message = f"Docker Engine failed while trying to {what}: {exc}"
+            hint = self._hint(exc) or _TRANSPORT_HINTS.get(reason)
+            engine = f"The Docker Engine of {self._where}" if self._host else "Docker Engine"
+            message = f"{engine} failed while trying to {what}: {exc}"
             raise EngineUnavailable(message, reason=reason, hint=hint) from exc
 
     def _do(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -292,6 +425,26 @@ class DockerEngine:
     def from_env(cls, *, timeout: float = 60.0) -> DockerEngine:
         """The engine that DOCKER_HOST (and the TLS variables) point at, else the local socket."""
         return cls(timeout=timeout)
+
+    @classmethod
+    def for_host(
+        cls, host: HostConfig, *, state_dir: str | os.PathLike[str], timeout: float = 60.0
+    ) -> DockerEngine:
+        """The engine a ``hosts:`` entry names. No ``docker`` URL: this process's DOCKER_HOST and TLS
+        variables, as ``from_env``. ``unix://`` and ``tcp://`` directly (with ``tls:``, a client certificate
+        and the engine's verified against ``tls.ca``); ``ssh://`` through an ``ssh`` tunnel whose socket is
+        under ``state_dir``/ssh. Touches no engine and starts no ssh until the first call; ``close()``
+        ends both."""
+        if host.docker is None:
+            return cls(timeout=timeout, host=host)
+        scheme = urlsplit(host.docker).scheme
+        if scheme == "ssh":
+            from reconciler import sshtunnel  # an adapter of its own: most daemons never run ssh
+
+            tunnel = sshtunnel.acquire(host, state_dir)
+            return cls(f"unix://{tunnel.socket}", timeout=timeout, host=host, tunnel=tunnel)
+        tls = _tls_config(host) if scheme == "tcp" and host.tls is not None else None
+        return cls(host.docker, timeout=timeout, host=host, tls=tls)
 
     def list_containers(
         self, project: str | None = None, labels: Mapping[str, str] | None = None

@@ -99,12 +99,18 @@ class ImageChecker:
         clock: Callable[[], float] = time.monotonic,
         *,
         lookups: Callable[[], RegistryEngine] | None = None,
+        host_of: Callable[[Target], str] | None = None,
+        per_host: Callable[[str, str], RegistryEngine] | None = None,
     ) -> None:
         """``engine`` makes the adapter on first use (pulls, local inspects); ``lookups`` the one asking
         registries (a shorter timeout: a slow registry is no verdict); ``count(app, environment, reason)``
-        counts a registry check or pull that failed (the daemon passes ``reconciler_retries_total``)."""
+        counts a registry check or pull that failed (the daemon passes ``reconciler_retries_total``).
+        With several hosts, ``per_host(which, host)`` makes them for the host ``host_of(target)`` names:
+        a tag is checked and pulled on the engine that runs the environment."""
         self._makers = {"engine": engine, "lookups": lookups or engine}
-        self._engines: dict[str, RegistryEngine] = {}
+        self._per_host = per_host
+        self._host_of = host_of
+        self._engines: dict[tuple[str, str], RegistryEngine] = {}
         self._count = count
         self._clock = clock
         self._lock = threading.Lock()
@@ -141,10 +147,10 @@ class ImageChecker:
         moved: dict[str, str] = {}
         for ref in images_to_check(services.values()):
             try:
-                local = self._adapter().image_repo_digests(ref)
+                local = self._adapter(target).image_repo_digests(ref)
                 if local is None:
                     continue  # not on this host: the next deploy pulls it anyway (pull_policy missing)
-                remote = self._adapter("lookups").registry_digest(ref)
+                remote = self._adapter(target, "lookups").registry_digest(ref)
             except ReconcilerError as err:
                 # An unreachable, slow or failing registry is no verdict: keep the last one, try later.
                 log.warning("image_check.failed", image=ref, error=str(err))
@@ -173,7 +179,7 @@ class ImageChecker:
             if ref not in moved:
                 continue  # unchanged in the registry, or no longer used by this revision
             try:
-                self._adapter().pull_image(ref)
+                self._adapter(target).pull_image(ref)
             except ReconcilerError as err:
                 # The running image stays; the drift stays reported and the next heal tries again.
                 log.warning("image_check.pull_failed", image=ref, error=str(err))
@@ -188,11 +194,16 @@ class ImageChecker:
             self._last.pop(project, None)
             self._moved.pop(project, None)
 
-    def _adapter(self, which: str = "engine") -> RegistryEngine:
+    def _adapter(self, target: Target, which: str = "engine") -> RegistryEngine:
+        host = self._host_of(target) if self._host_of is not None else ""
         with self._lock:
-            if which not in self._engines:
-                self._engines[which] = self._makers[which]()
-            return self._engines[which]
+            key = (which, host)
+            if key not in self._engines:
+                if self._per_host is not None and self._host_of is not None:
+                    self._engines[key] = self._per_host(which, host)
+                else:
+                    self._engines[key] = self._makers[which]()
+            return self._engines[key]
 
 
 def _services(rendered: RenderedLike) -> dict[str, tuple[str, bool]]:

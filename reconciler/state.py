@@ -11,8 +11,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from reconciler import secrets
@@ -107,6 +108,15 @@ CREATE TABLE IF NOT EXISTS hook_runs (
     finished REAL NOT NULL
 )"""
 
+# Likewise: the host each project's stack runs on (a missing row: "local", where every stack of a release
+# before hosts ran). Moving a stack to another host rewrites it only once the move is confirmed.
+_PLACEMENTS = """
+CREATE TABLE IF NOT EXISTS placements (
+    project TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    placed_at REAL NOT NULL
+)"""
+
 
 @dataclass(frozen=True)
 class HookRecord:
@@ -150,6 +160,7 @@ class Snapshot:
     failed: frozenset[tuple[str, str]]  # (project, commit) never retried in a loop
     assignments: Mapping[str, Mapping[str, str]]  # app -> branch -> project, oldest first
     environments: tuple[EnvRow, ...]
+    placements: Mapping[str, str] = field(default_factory=dict)  # project -> host name, when recorded
 
 
 @dataclass(frozen=True)
@@ -187,6 +198,7 @@ class State:
             self._migrate()
             self._db.execute(_JOB_RUNS)
             self._db.execute(_HOOK_RUNS)
+            self._db.execute(_PLACEMENTS)
         except sqlite3.Error as exc:
             raise StateError(f"cannot open the state database {str(self.path)!r}: {exc}") from exc
         except OSError as exc:
@@ -466,8 +478,22 @@ class State:
         A branch created again later with the same name must start clean, not inherit a pin or a failure.
         """
         with self._tx() as db:
-            for table in ("environments", "revisions", "failed_commits", "pins", "suspensions"):
+            for table in ("environments", "revisions", "failed_commits", "pins", "suspensions", "placements"):
                 db.execute(f"DELETE FROM {table} WHERE project = ?", (project,))
+
+    # --- placements: the host a project's stack runs on ---
+
+    def place(self, project: str, host: str, *, at: float | None = None) -> None:
+        now = self._now(at)
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO placements (project, host, placed_at) VALUES (?, ?, ?)",
+                (project, host, now),
+            )
+
+    def placement(self, project: str) -> str | None:
+        """The host recorded for ``project`` (None: never recorded, so the default host)."""
+        return self.snapshot().placements.get(project)
 
     # --- project-name assignments: a branch keeps its name for its life ---
 
@@ -563,6 +589,9 @@ class State:
             ),
             assignments=assignments,
             environments=tuple(EnvRow(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6]) for r in envs),
+            placements=MappingProxyType(
+                {r[0]: r[1] for r in self._query("SELECT project, host FROM placements", ())}
+            ),
         )
 
     # --- plumbing ---

@@ -108,6 +108,7 @@ class EnvironmentStatus:
     error: str = ""  # current problem: git unreachable, refused by max, the last revision that failed...
     failed_commit: str | None = None  # the newest revision whose deploy failed, until a newer one deploys
     services: tuple[str, ...] = field(default=())
+    host: str = "local"  # the name (in `hosts:`) of the Docker Engine it runs on
 
     @property
     def out_of_sync(self) -> bool:

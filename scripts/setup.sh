@@ -3,7 +3,8 @@
 # project installed, a running Docker Engine and the local busybox base image.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PKGS=(docker.io docker-registry busybox-static git prometheus chromium file iproute2 mmdebstrap restic age)
+PKGS=(docker.io docker-registry busybox-static git prometheus chromium file iproute2 mmdebstrap restic age
+  openssh-server openssh-client openssl)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=()
   for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

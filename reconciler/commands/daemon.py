@@ -19,7 +19,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from reconciler.errors import ConfigError, DockerError, StateError
+from reconciler.errors import ConfigError, StateError
 from reconciler.status import DeployRecord, Result
 
 if TYPE_CHECKING:
@@ -216,54 +216,69 @@ def _docker_where() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
 
 
-def _local_status(cfg: Config) -> tuple[list[dict[str, Any]], bool]:
-    """The rows computed in this process, and whether Docker answered (else health and drift are unknown).
-
-    The state database gives environments, commits and deploys; Docker gives health and drift."""
+def _local_status(cfg: Config) -> tuple[list[dict[str, Any]], set[str]]:
+    """The rows computed in this process, and the hosts whose engine did not answer (their health and
+    drift are unknown). The state database gives environments, commits and deploys; Docker gives health
+    and drift."""
     from reconciler.report.api import environments_json
 
     daemon = _daemon(cfg)
-    try:
-        # One call first, so an engine that is down is told apart from one that has nothing of ours.
-        daemon.converger.observe(())
-    except DockerError as err:
-        print(
-            f"reconciler status: the Docker Engine at {_docker_where()} is unreachable, so health and"
-            f" drift are unknown; the table shows the state database only.\n  {err}",
-            file=sys.stderr,
-        )
-        return environments_json(daemon.environments()), False
+    # One call per host first, so an engine that is down is told apart from one with nothing of ours.
+    down = {host for host in daemon.backends.names() if not daemon.docker_answers(host)}
     daemon.check_drift()
-    if not daemon.docker_up():
+    down |= {host for host, up in daemon.hosts_up().items() if not up}
+    for host in sorted(down):
+        if host == "local" and host not in _declared(cfg):
+            what = f"the Docker Engine at {_docker_where()}"
+        else:
+            what = f"the Docker Engine of host {host!r} at {cfg.hosts[host].url}"
         print(
-            f"reconciler status: the Docker Engine at {_docker_where()} stopped answering, so health and"
-            " drift are unknown",
+            f"reconciler status: {what} is unreachable, so health and drift are unknown"
+            + (" for its environments" if len(daemon.backends.names()) > 1 else "")
+            + "; the table shows the state database only.",
             file=sys.stderr,
         )
-    return environments_json(daemon.environments()), daemon.docker_up()
+    return environments_json(daemon.environments()), down
+
+
+def _declared(cfg: Config) -> set[str]:
+    return {name for name, host in cfg.hosts.items() if host.docker is not None}
 
 
 def _status(args: argparse.Namespace) -> int:
     cfg = _config(args)
     rows = _api_status(cfg)
-    docker_up = True
+    down: set[str] = set()
     if rows is None:
-        rows, docker_up = _local_status(cfg)
+        rows, down = _local_status(cfg)
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return 0
     _table(
-        ["APP", "ENVIRONMENT", "PROJECT", "BRANCH", "HEAD", "DEPLOYED", "SYNC", "HEALTH", "LAST DEPLOY"],
+        [
+            "APP",
+            "ENVIRONMENT",
+            "PROJECT",
+            "HOST",
+            "BRANCH",
+            "HEAD",
+            "DEPLOYED",
+            "SYNC",
+            "HEALTH",
+            "LAST DEPLOY",
+        ],
         [
             [
                 r["app"],
                 r["environment"] or "-",
                 r["project"] or "-",
+                r.get("host") or "-",
                 r["branch"],
                 (r.get("head_commit") or "-")[:8],
                 (r.get("deployed_commit") or "-")[:8],
                 r["sync"],
-                (r["health"] if docker_up else "unknown") + (" (suspended)" if r.get("suspended") else ""),
+                (r["health"] if r.get("host") not in down else "unknown")
+                + (" (suspended)" if r.get("suspended") else ""),
                 _last(r),
             ]
             for r in rows

@@ -18,6 +18,7 @@ DEFAULT_HOST = "local"
 BACKENDS = ("compose", "swarm")
 _SCHEMES = ("unix", "tcp", "ssh")
 _LOCAL_SCHEMES = ("unix",)
+DEFAULT_REMOTE_SOCKET = "/var/run/docker.sock"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,7 @@ class HostConfig:
     shared_fs: bool = True
     ssh_identity: str | None = None  # a private key for ssh:// (else ssh's own configuration and agent)
     ssh_known_hosts: str | None = None  # a known_hosts file for ssh:// (else ssh's own)
+    ssh_socket: str = DEFAULT_REMOTE_SOCKET  # the engine's socket on the ssh:// machine
     line: int = 0
 
     @property
@@ -72,6 +74,7 @@ def read_hosts(r: _Readers, doc: _Map) -> dict[str, HostConfig]:
         scheme = _check_url(r, url, h.key_lines["docker"], f"{where}.docker")
         tls = _read_tls(r, h, where, scheme)
         identity = known = None
+        socket = DEFAULT_REMOTE_SOCKET
         ssh = r.mapping(h, "ssh", f"{where}.ssh")
         if ssh is not None:
             if scheme != "ssh":
@@ -81,9 +84,10 @@ def read_hosts(r: _Readers, doc: _Map) -> dict[str, HostConfig]:
                     f"{where}.ssh",
                     hint="remove `ssh`, or use docker: ssh://USER@HOST",
                 )
-            r.check_keys(ssh, ("identity_file", "known_hosts"), f"{where}.ssh")
+            r.check_keys(ssh, ("identity_file", "known_hosts", "socket"), f"{where}.ssh")
             identity = _file(r, ssh, "identity_file", f"{where}.ssh")
             known = _file(r, ssh, "known_hosts", f"{where}.ssh")
+            socket = _remote_socket(r, ssh, f"{where}.ssh.socket") or socket
         shared = scheme in _LOCAL_SCHEMES
         if "shared_fs" in h:
             shared = r.boolean(h, "shared_fs", f"{where}.shared_fs")
@@ -94,6 +98,7 @@ def read_hosts(r: _Readers, doc: _Map) -> dict[str, HostConfig]:
             shared_fs=shared,
             ssh_identity=identity,
             ssh_known_hosts=known,
+            ssh_socket=socket,
             line=line,
         )
     hosts.setdefault(DEFAULT_HOST, local_host())
@@ -139,7 +144,8 @@ def _check_url(r: _Readers, url: str, line: int, where: str) -> str:
             where,
             hint='e.g. "unix:///var/run/docker.sock", "tcp://10.0.0.5:2376", "ssh://deploy@host"',
         )
-    if parts.scheme == "unix" and not parts.path.startswith("/"):
+    # unix://run/docker.sock parses as host "run", path "/docker.sock": the path needs its third slash.
+    if parts.scheme == "unix" and (parts.netloc or not parts.path.startswith("/")):
         raise r.fail(f"{url!r}: a unix socket needs an absolute path", line, where)
     if parts.scheme != "unix" and not parts.hostname:
         raise r.fail(f"{url!r} names no host", line, where)
@@ -174,6 +180,22 @@ def _read_tls(r: _Readers, h: _Map, where: str, scheme: str) -> TlsFiles | None:
     if (tls.cert is None) != (tls.key is None):
         raise r.fail("`tls` needs both `cert` and `key`, or neither", h.key_lines["tls"], f"{where}.tls")
     return tls
+
+
+def _remote_socket(r: _Readers, m: _Map, where: str) -> str | None:
+    """``ssh.socket``: a path on the remote machine, so only its form is checked here."""
+    raw = r.string(m, "socket", where)
+    if raw is None:
+        return None
+    # ssh's -L takes LOCAL:REMOTE, so a colon would split the path; a relative path means nothing remotely.
+    if not raw.startswith("/") or ":" in raw:
+        raise r.fail(
+            f"{raw!r} must be an absolute path without a colon",
+            m.key_lines["socket"],
+            where,
+            hint="the Docker socket on the remote machine, e.g. /var/run/docker.sock",
+        )
+    return raw
 
 
 def _file(r: _Readers, m: _Map, key: str, where: str) -> str | None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Collection
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reconciler import labels as L
 from reconciler import logs
+from reconciler.config.hosts import DEFAULT_HOST
 from reconciler.daemon.deploy import Deployer, Outcome, Target
 from reconciler.daemon.ratelimit import RateLimit
 from reconciler.daemon.workqueue import Job, WorkQueue
@@ -23,11 +24,15 @@ from reconciler.errors import DockerError, GitError, ReconcilerError
 from reconciler.status import Drift, EnvironmentStatus, Health, Result, Sync
 
 _REGISTRY_TIMEOUT = 15.0  # seconds for one registry digest lookup through the Engine
+# Seconds a poll waits for a host's listing of leftover previews: a slow host is swept at a later poll.
+_SWEEP_WAIT = 1.0
+Stacks = dict[str, tuple[str, str, str]]  # project -> (project, branch, environment)
 
 if TYPE_CHECKING:
     from reconciler.branches import Desired
     from reconciler.config import AppConfig, Config, EnvConfig
     from reconciler.converge import Converger
+    from reconciler.daemon.hosts import Backends
     from reconciler.imagecheck import ImageChecker
     from reconciler.report.metrics import Metrics
     from reconciler.source import GitSource
@@ -55,9 +60,12 @@ class Daemon:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         owner: bool = False,
+        backends: Backends | None = None,
     ) -> None:
         """``owner``: this process is the daemon (`reconciler run`), so deploys left running in the
-        database were interrupted by a crash; one-shot CLI commands must not claim that."""
+        database were interrupted by a crash; one-shot CLI commands must not claim that. ``converger``
+        is the default host's; ``backends`` gives every host's (made from the configuration if None)."""
+        from reconciler.daemon.hosts import Backends
         from reconciler.source import GitSource
 
         self.config = config
@@ -69,7 +77,10 @@ class Daemon:
         self._sources: dict[str, GitSource] = {
             a.name: GitSource(a.name, a.repo, Path(config.state_dir) / "git") for a in config.apps
         }
-        self.deployer = Deployer(config, state, converger, metrics, self._sources.__getitem__, clock)
+        self.backends = backends or Backends(config, default=converger)
+        self.deployer = Deployer(
+            config, state, converger, metrics, self._sources.__getitem__, clock, backends=self.backends
+        )
         self.queue = WorkQueue(config.max_concurrent_deploys)
         self.heal_limit = RateLimit(limit=5, window=600.0)
         self.images = _image_checker(self)
@@ -81,13 +92,14 @@ class Daemon:
         self._health: dict[str, Health] = {}
         self._outcomes: dict[str, Outcome] = {}
         self._commit_times: dict[str, float] = {}
-        self._docker_up = True
+        self._hosts_up: dict[str, bool] = dict.fromkeys(self.backends.names(), True)
         self._polling: set[str] = set()
         self._poll_again: set[str] = set()
         self._poll_started: dict[str, float] = {}  # app -> monotonic start of its last poll
         self._torn_down = 0.0  # monotonic end of the last teardown
         self._desired: dict[str, tuple[tuple[Any, ...], Desired]] = {}  # app -> (inputs, answer)
-        self._sweeper = ThreadPoolExecutor(max_workers=4, thread_name_prefix="sweep-listing")
+        self._sweeper = ThreadPoolExecutor(max_workers=8, thread_name_prefix="sweep-listing")
+        self._listing: dict[tuple[str, str, str], Future[Stacks]] = {}  # (app, host, backend) -> listing
         # How a webhook's poll is started: set by Runtime (a thread per trigger); none in one-shot CLI use.
         self.trigger: Callable[[str], None] | None = None
         self.alive_check: Callable[[], bool] = lambda: True
@@ -175,7 +187,7 @@ class Daemon:
         self._poll_started[app_name] = started
         # The sweep's Docker listing needs no git: it runs while ls-remote does. (A sync lists after its
         # own observation instead, which the listing then reuses.)
-        swept = None if manual else self._sweeper.submit(self._docker_stacks, app_name, since=previous_poll)
+        swept = None if manual else self._sweep_listings(app_name, since=previous_poll)
         # 1. list heads: one ls-remote. A failure or an empty answer is an outage, never "branches deleted".
         try:
             heads = source.heads()
@@ -233,7 +245,11 @@ class Daemon:
             if target.project not in current:
                 self._maybe_deploy(target, commit, trigger=trigger, manual=manual)
         # 3. ephemeral stacks whose branch is gone (or expired): sweep, don't rely on seeing a delete
-        live = swept.result() if swept is not None else self._docker_stacks(app_name, since=previous_poll)
+        live = (
+            self._swept(app_name, swept)
+            if swept is not None
+            else self._docker_stacks(app_name, since=previous_poll)
+        )
         for project, branch, env_name in self._ephemeral_stacks(app_name, live):
             if project in wanted:
                 continue
@@ -259,24 +275,33 @@ class Daemon:
             # Whether the registry moved a tag is only known by asking it, which the deploy does.
             and t.env.image_check != "registry"
         ]
-        if not check:
-            return set()
-        try:
-            live = self.converger.observe([t.project for t, _ in check])
-        except DockerError:
-            return set()
         out: set[str] = set()
-        for target, _ in check:
-            rendered = self.deployer.rendered(target)
-            if rendered is None or rendered.commit != snap.applied[target.project]:
-                continue
+        for group in self._by_converger([t for t, _ in check]).values():
+            converger = self.deployer.converger_for(group[0])
             try:
-                plan = self.converger.plan(rendered, live[target.project])
-            except ReconcilerError:
-                continue
-            if plan.is_noop and not plan.drifts():
-                out.add(target.project)
+                live = converger.observe([t.project for t in group])
+            except DockerError:
+                continue  # that host's stacks are left to the deploy, which retries or reports
+            for target in group:
+                rendered = self.deployer.rendered(target)
+                if rendered is None or rendered.commit != snap.applied[target.project]:
+                    continue
+                if self.deployer.moving(target):
+                    continue
+                try:
+                    plan = converger.plan(rendered, live[target.project])
+                except ReconcilerError:
+                    continue
+                if plan.is_noop and not plan.drifts():
+                    out.add(target.project)
         return out
+
+    def _by_converger(self, targets: Collection[Target]) -> dict[tuple[str, str], list[Target]]:
+        """Targets grouped by the (host, backend) whose converger observes them."""
+        groups: dict[tuple[str, str], list[Target]] = {}
+        for t in targets:
+            groups.setdefault((self.deployer.host_of(t), t.env.backend), []).append(t)
+        return groups
 
     def _reserved_names(self, app_name: str) -> set[str]:
         """Project names other apps own or may own: their fixed names, their assigned and live ones."""
@@ -314,8 +339,8 @@ class Daemon:
     def _maybe_deploy(self, target: Target, head: str, *, trigger: str, manual: bool = False) -> bool:
         project = target.project
         snap = self.state.snapshot()
-        if project in snap.suspensions:
-            return False
+        if project in snap.suspensions or self.deployer.moving(target):
+            return False  # a move waits for `reconciler move`: status shows why
         commit = snap.pins.get(project) or head
         if manual:
             # A manual sync retries a failed commit once.
@@ -325,7 +350,11 @@ class Daemon:
             return False
         return self.queue.submit(
             Job(
-                project, "deploy", lambda cancel: self._deploy(target, commit, trigger, cancel), commit=commit
+                project,
+                "deploy",
+                lambda cancel: self._deploy(target, commit, trigger, cancel),
+                commit=commit,
+                host=self.deployer.host_of(target),
             )
         )
 
@@ -354,7 +383,45 @@ class Daemon:
             found.setdefault(project, stack)
         return list(found.values())
 
-    def _docker_stacks(self, app_name: str, *, since: float) -> dict[str, tuple[str, str, str]]:
+    def _sweep_listings(self, app_name: str, *, since: float) -> dict[tuple[str, str], Future[Stacks]]:
+        """Start listing the app's ephemeral stacks on each of its hosts (one listing per host at a time:
+        a host that hangs gets no second one piled up behind the first)."""
+        out: dict[tuple[str, str], Future[Stacks]] = {}
+        for key in self._ephemeral_hosts(app_name):
+            with self._lock:
+                running = self._listing.get((app_name, *key))
+                if running is not None and not running.done():
+                    continue
+                future = self._sweeper.submit(self._docker_stacks_on, app_name, *key, since=since)
+                self._listing[(app_name, *key)] = future
+            out[key] = future
+        return out
+
+    def _swept(self, app_name: str, listings: dict[tuple[str, str], Future[Stacks]]) -> Stacks:
+        """The listings that answer in time: a host slower than that is left for the next poll (what it
+        shows is no verdict anyway: the database's rows are swept whatever Docker says)."""
+        found: Stacks = {}
+        done, _late = wait(listings.values(), timeout=_SWEEP_WAIT)
+        for (host, _backend), future in listings.items():
+            if future in done:
+                for project, stack in future.result().items():
+                    found.setdefault(project, stack)
+            else:
+                logs.get(app=app_name, host=host).warning("docker.sweep_slow", waited=_SWEEP_WAIT)
+        return found
+
+    def _ephemeral_hosts(self, app_name: str) -> list[tuple[str, str]]:
+        app = self._apps[app_name]
+        return sorted({(e.host, e.backend) for e in app.environments if e.ephemeral})
+
+    def _docker_stacks(self, app_name: str, *, since: float) -> Stacks:
+        found: Stacks = {}
+        for host, backend in self._ephemeral_hosts(app_name):
+            for project, stack in self._docker_stacks_on(app_name, host, backend, since=since).items():
+                found.setdefault(project, stack)
+        return found
+
+    def _docker_stacks_on(self, app_name: str, host: str, backend: str, *, since: float) -> Stacks:
         """The app's ephemeral stacks that Docker shows (a container, volume or network of ours).
 
         The containers come from the last full observation when it was made after ``since`` (the
@@ -365,16 +432,17 @@ class Daemon:
         # Only stacks this instance made for this app: another configuration's previews (another
         # state_dir, same app name) carry another owner and are none of our business.
         mine = self.deployer.owner_prefix(app_name)
+        converger = self.backends.get(host, backend)
         try:
-            observed = self.converger.last_observation(since=max(since, self._torn_down))
-            for project, lbls in self.converger.project_labels(
+            observed = converger.last_observation(since=max(since, self._torn_down))
+            for project, lbls in converger.project_labels(
                 {L.APP: app_name, L.EPHEMERAL: "true"}, live=observed
             ).items():
                 if not lbls.get(L.OWNER, "").startswith(mine):
                     continue
                 found.setdefault(project, (project, lbls.get(L.BRANCH, ""), lbls.get(L.ENVIRONMENT, "")))
         except DockerError as err:
-            logs.get(app=app_name).warning("docker.sweep_failed", error=str(err))
+            logs.get(app=app_name, host=host).warning("docker.sweep_failed", error=str(err))
         return found
 
     def _teardown(self, app: str, environment: str, project: str, branch: str) -> None:
@@ -394,29 +462,47 @@ class Daemon:
                 self._outcomes.pop(project, None)
                 self._torn_down = time.monotonic()
 
-        self.queue.submit(Job(project, "teardown", run, commit=None, preempts=False))
+        host, _backend = self.deployer.stack_host(app, environment, project)
+        self.queue.submit(Job(project, "teardown", run, commit=None, preempts=False, host=host))
 
     # -- drift -------------------------------------------------------------------------------------
-    def check_drift(self, only: Collection[str] | None = None) -> None:
-        """Compare every environment's live containers (one list call) with its rendered model."""
+    def check_drift(self, only: Collection[str] | None = None, *, host: str | None = None) -> None:
+        """Compare every environment's live stack (one list call per kind and host) with its rendered
+        model. ``host``: only the environments running there (the daemon runs one check per host, so a
+        slow host delays only its own); otherwise each host is checked in a thread of its own."""
         with self._lock:
             targets = [t for p, t in self._targets.items() if only is None or p in only]
-        if not targets:
+        groups = self._by_converger(targets)
+        if host is not None:
+            groups = {k: v for k, v in groups.items() if k[0] == host}
+        if not groups:
             return
         started = time.monotonic()
         try:
-            self._check_drift(targets)
+            if len(groups) == 1:
+                ((key, group),) = groups.items()
+                self._check_drift(key[0], group)
+            else:
+                threads = [
+                    threading.Thread(target=self._check_drift, args=(key[0], group), name=f"drift-{key[0]}")
+                    for key, group in groups.items()
+                ]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
         finally:
             if self.metrics is not None:
                 self.metrics.drift_check({t.app.name for t in targets}, time.monotonic() - started)
 
-    def _check_drift(self, targets: list[Target]) -> None:
+    def _check_drift(self, host: str, targets: list[Target]) -> None:
+        converger = self.deployer.converger_for(targets[0])
         try:
-            live = self.converger.observe([t.project for t in targets])
-            self._docker_up = True
+            live = converger.observe([t.project for t in targets])
+            self._hosts_up[host] = True
         except DockerError as err:
-            self._docker_up = False
-            logs.get().warning("docker.observe_failed", error=str(err))
+            self._hosts_up[host] = False
+            logs.get(host=host).warning("docker.observe_failed", error=str(err))
             return
         for target in targets:
             rendered = self.deployer.rendered(target)
@@ -426,7 +512,7 @@ class Daemon:
                 health = Health.MISSING if stack is None or not stack.containers else Health.PROGRESSING
             else:
                 try:
-                    plan = self.converger.plan(rendered, stack)
+                    plan = converger.plan(rendered, stack)
                 except ReconcilerError as err:
                     logs.get(project=target.project).warning("drift.plan_failed", error=str(err))
                     continue
@@ -435,7 +521,12 @@ class Daemon:
             with self._lock:
                 self._drifts[target.project] = drifts
                 self._health[target.project] = health
-            if drifts and target.env.self_heal and not self.queue.busy(target.project):
+            if (
+                drifts
+                and target.env.self_heal
+                and not self.queue.busy(target.project)
+                and not self.deployer.moving(target)
+            ):
                 self._self_heal(target, drifts)
 
     def _count_retry(self, app: str, environment: str, reason: str) -> None:
@@ -469,7 +560,10 @@ class Daemon:
             log.info("self_heal.done", services=allowed)
             self.check_drift(only=[target.project])
 
-        self.queue.submit(Job(target.project, "heal", run, commit=None, preempts=False))
+        job = Job(
+            target.project, "heal", run, commit=None, preempts=False, host=self.deployer.host_of(target)
+        )
+        self.queue.submit(job)
 
     # -- DaemonView --------------------------------------------------------------------------------
     def environments(self) -> list[EnvironmentStatus]:
@@ -520,6 +614,9 @@ class Daemon:
         suspension = self.state.suspension(t.project)
         failed = self.state.failed_attempt(t.project)
         problems = [view.error] if view.error else []
+        moving = self.deployer.moving(t)
+        if moving:
+            problems.append(moving)
         if failed is not None:
             problem = f"commit {failed.commit[:12]} failed: {failed.error}"
             if last is not None and last.rollback_of == failed.commit and last.result is Result.SUCCESS:
@@ -544,28 +641,35 @@ class Daemon:
             last_success=good.finished if good is not None else None,
             error=error,
             failed_commit=failed.commit if failed is not None else None,
+            host=self.deployer.host_of(t),
         )
 
     def docker_up(self) -> bool:
-        return self._docker_up
+        """Every host's engine answered its last call."""
+        return all(self._hosts_up.values())
 
-    def docker_lost(self, error: str) -> None:
-        """The Docker Engine went away (the event stream dropped): report it before the next observation."""
-        self._docker_up = False
-        logs.get().warning("docker.down", error=error)
+    def hosts_up(self) -> dict[str, bool]:
+        """Host name -> whether its engine answered the last call (``reconciler_docker_up{host}``)."""
+        return dict(self._hosts_up)
 
-    def docker_answers(self) -> bool:
-        """Observe once; sets docker_up. Used to wait for an engine to come back."""
+    def docker_lost(self, error: str, host: str = DEFAULT_HOST) -> None:
+        """A Docker Engine went away (its event stream dropped): report it before the next observation."""
+        self._hosts_up[host] = False
+        logs.get(host=host).warning("docker.down", error=error)
+
+    def docker_answers(self, host: str = DEFAULT_HOST) -> bool:
+        """Observe once on ``host``; sets its docker_up. Used to wait for an engine to come back."""
         try:
-            self.converger.observe(())
+            self.backends.get(host).observe(())
         except DockerError:
-            self._docker_up = False
+            self._hosts_up[host] = False
             return False
-        self._docker_up = True
+        self._hosts_up[host] = True
         return True
 
     def alive(self) -> bool:
-        return self._docker_up and self.alive_check()
+        """The scheduler runs and some engine answers: one remote host down is reported, not fatal."""
+        return any(self._hosts_up.values()) and self.alive_check()
 
     def ephemeral_limits(self) -> dict[str, int | None]:
         limits: dict[str, int | None] = {}
@@ -647,8 +751,16 @@ def _image_checker(daemon: Daemon) -> ImageChecker:
     from reconciler.engine import DockerEngine
     from reconciler.imagecheck import ImageChecker
 
+    cfg = daemon.config
+
+    def per_host(which: str, host: str) -> DockerEngine:
+        timeout = _REGISTRY_TIMEOUT if which == "lookups" else 60.0
+        return DockerEngine.for_host(cfg.hosts[host], state_dir=cfg.state_dir, timeout=timeout)
+
     return ImageChecker(
         DockerEngine.from_env,
         daemon._count_retry,
         lookups=lambda: DockerEngine.from_env(timeout=_REGISTRY_TIMEOUT),
+        host_of=daemon.deployer.host_of,
+        per_host=per_host,
     )

@@ -14,10 +14,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from reconciler import labels as L
 from reconciler import logs, secrets
+from reconciler.config.hosts import DEFAULT_HOST
 from reconciler.daemon.instance import instance_id, project_lock
 from reconciler.errors import (
     ComposeError,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from reconciler.config import AppConfig, Config, EnvConfig
     from reconciler.config.hooks import HookStep
     from reconciler.converge import Converger
+    from reconciler.daemon.hosts import Backends
     from reconciler.report.metrics import Metrics
     from reconciler.source import GitSource
     from reconciler.state import State
@@ -129,10 +131,14 @@ class Deployer:
         metrics: Metrics | None,
         source_for: Callable[[str], GitSource],
         clock: Callable[[], float] = time.time,
+        backends: Backends | None = None,
     ) -> None:
+        from reconciler.daemon.hosts import Backends
+
         self.config = config
         self.state = state
-        self.converger = converger
+        self.converger = converger  # the default host's (compose)
+        self.backends = backends or Backends(config, default=converger)
         self.metrics = metrics
         self.source_for = source_for
         self.clock = clock
@@ -152,6 +158,43 @@ class Deployer:
 
     def owner_prefix(self, app: str) -> str:
         return f"{self.instance}/{app}/"
+
+    # -- hosts -------------------------------------------------------------------------------------
+    def host_of(self, target: Target) -> str:
+        """The host ``target``'s stack runs on: the one recorded for it; a stack deployed before hosts
+        existed runs on the default one; a new one goes where the configuration says."""
+        return self._host(target.project, target.env.host)
+
+    def _host(self, project: str, configured: str) -> str:
+        snap = self.state.snapshot()
+        placed = snap.placements.get(project)
+        if placed is not None:
+            return placed
+        return DEFAULT_HOST if project in snap.applied else configured
+
+    def stack_host(self, app: str, environment: str, project: str) -> tuple[str, str]:
+        """(host, backend) of a stack known by name (its environment may have left the configuration)."""
+        env = next(
+            (e for a in self.config.apps if a.name == app for e in a.environments if e.name == environment),
+            None,
+        )
+        configured, backend = (env.host, env.backend) if env is not None else (DEFAULT_HOST, "compose")
+        return self._host(project, configured), backend
+
+    def moving(self, target: Target) -> str:
+        """Why ``target`` is not deployed where it runs: its configured host changed (else "")."""
+        host = self.host_of(target)
+        if host == target.env.host:
+            return ""
+        return (
+            f"environment {target.env.name!r} runs on host {host!r} but is configured for host "
+            f"{target.env.host!r}: nothing is deployed until the move is confirmed with "
+            f"`reconciler move -c FILE {target.project} {target.env.host}` (docs/hosts.md)"
+        )
+
+    def converger_for(self, target: Target) -> Converger:
+        """The converger of the host ``target`` runs on, for its backend."""
+        return cast("Converger", self.backends.for_env(target.env, self.host_of(target)))
 
     # -- paths -------------------------------------------------------------------------------------
     def checkout_dir(self, project: str) -> Path:
@@ -299,7 +342,7 @@ class Deployer:
         Suspension and pins are read again under the project lock: a `suspend` or `rollback` issued
         while this deploy waited in the queue wins over it."""
         with project_lock(target.project):
-            stale = self._stale(target.project, commit)
+            stale = self._stale(target.project, commit) or self.moving(target)
             if stale:
                 logs.get(project=target.project, commit=commit[:12]).info("deploy.skipped", why=stale)
                 return Outcome(Result.NOOP, commit, skipped=stale)
@@ -361,6 +404,8 @@ class Deployer:
             self._health_gate(target, resolved, cancel, log)
             result = Result.NOOP if plan.is_noop else Result.SUCCESS
             self.state.finish_deploy(deploy_id, result)
+            if self.state.placement(target.project) is None:
+                self.state.place(target.project, target.env.host)
             with self._lock:
                 self._resolved[target.project] = resolved
             self._sweep(target, resolved)
@@ -402,8 +447,36 @@ class Deployer:
                 "removed, or behind a profile): the running stack is kept",
                 hint=f"set `allow_empty: true` on environment {target.env.name!r} to allow removing it",
             )
+        self._check_host_paths(target, resolved)
         self.check_policy(target, resolved)
         _check_hook_services(target, {s.name for s in spec.services})
+
+    def _check_host_paths(self, target: Target, resolved: Resolved) -> None:
+        """A remote engine's binds name paths of its own machine: files of the checkout (and the secrets
+        and configs written under the state directory) exist only here, unless the host says its
+        filesystem is shared."""
+        from reconciler.spec import host_paths
+
+        host = self.config.hosts[target.env.host]
+        if not host.remote or host.shared_fs:
+            return
+        local = str(Path(self.config.state_dir))
+        found = sorted(p for p in host_paths(resolved.model) if p == local or p.startswith(local + "/"))
+        stable = str(self.checkout_dir(target.project))
+        shown = [p.replace(stable, ".", 1) if p.startswith(stable) else p for p in found]
+        for kind in ("secrets", "configs"):
+            for name, item in (resolved.model.get(kind) or {}).items():
+                if isinstance(item, Mapping) and ("content" in item or "environment" in item):
+                    shown.append(f"{kind}.{name} (written to a file on this machine)")
+        if shown:
+            raise ComposeError(
+                f"commit {resolved.commit[:12]} mounts files of the checkout into containers on host "
+                f"{host.name!r}, a remote engine that does not see this machine's files: "
+                + ", ".join(shown[:10])
+                + (f" and {len(shown) - 10} more" if len(shown) > 10 else ""),
+                hint=f"bake the files into the image, use a named volume, or set `shared_fs: true` on host "
+                f"{host.name!r} if the same paths exist there (docs/hosts.md)",
+            )
 
     def check_policy(self, target: Target, resolved: Resolved) -> None:
         """Refuse a revision that breaks the environment's policy, listing every violation; the
@@ -417,7 +490,7 @@ class Deployer:
             project=target.project,
             stable=str(stable),
             tree=str(stable.parent / resolved.tree),
-            engine=self.converger.engine,
+            engine=self.converger_for(target).engine,
         )
         violations = evaluate(resolved.model, target.env.policy, facts)
         if self.metrics is not None:
@@ -428,7 +501,7 @@ class Deployer:
     def _up(self, target: Target, resolved: Resolved, cancel: threading.Event | None) -> Any:
         if self.before_up is not None:
             self.before_up(target, resolved)
-        return self.converger.up(
+        return self.converger_for(target).up(
             resolved,
             timeout=float(target.env.deploy_timeout),
             labels={**target.labels(), L.CHECKOUT: resolved.tree},
@@ -449,7 +522,7 @@ class Deployer:
             return
         image_ids = self._retrying(
             target,
-            lambda: self.converger.prepare(
+            lambda: self.converger_for(target).prepare(
                 resolved,
                 labels=self._stack_labels(target, resolved),
                 cancel=cancel,
@@ -483,7 +556,8 @@ class Deployer:
         from reconciler.spec import project_spec
 
         runner = HookRunner(
-            self.converger.engine, files_dir=str(project_dir(self.config.state_dir, target.project))
+            self.converger_for(target).engine,
+            files_dir=str(project_dir(self.config.state_dir, target.project)),
         )
         spec = project_spec(resolved)
         labels = {
@@ -573,7 +647,7 @@ class Deployer:
     def _sweep(self, target: Target, resolved: Resolved) -> None:
         """Remove checkout trees no container mounts any more (and that are not the current one)."""
         try:
-            live = self.converger.observe([target.project])[target.project]
+            live = self.converger_for(target).observe([target.project])[target.project]
             if not live.containers:
                 return  # an empty answer right after a deploy is no proof that nothing mounts a tree
             keep = {resolved.tree} | {
@@ -670,12 +744,26 @@ class Deployer:
         an older release created) are removed; another owner's objects are left alone."""
         log = logs.get(app=app, environment=environment, project=project, branch=branch)
         with project_lock(project):
-            self.converger.down(project, volumes=True, images=True, owner=self.owner(app, environment))
+            self._converger_of(app, environment, project).down(
+                project, volumes=True, images=True, owner=self.owner(app, environment)
+            )
             self.source_for(app).remove_checkouts(self.checkout_dir(project))
         self.forget(project)
         self.state.remove_environment(project)
         self.state.release(app, branch)
         log.info("teardown.done")
+
+    def _converger_of(self, app: str, environment: str, project: str) -> Converger:
+        """The converger of a stack known by name (its environment may have left the configuration)."""
+        host, backend = self.stack_host(app, environment, project)
+        if host not in self.config.hosts:
+            from reconciler.errors import ConfigError
+
+            raise ConfigError(
+                f"project {project!r} runs on host {host!r}, which the configuration no longer declares",
+                hint=f"declare host {host!r} under `hosts:` again to remove it",
+            )
+        return cast("Converger", self.backends.get(host, backend))
 
     def _count(self, target: Target, result: Result, started: float) -> None:
         if self.metrics is None:

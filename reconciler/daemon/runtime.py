@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import labels as L
 from reconciler import logs
+from reconciler.config.hosts import DEFAULT_HOST
 from reconciler.errors import DockerError
 
 if TYPE_CHECKING:
@@ -33,10 +34,11 @@ class Runtime:
             timezone="UTC", job_defaults={"coalesce": True, "max_instances": 1}
         )
         self.server: Any = None
-        self._events_thread: threading.Thread | None = None
+        self._events_threads: list[threading.Thread] = []
         self._debounce_lock = threading.Lock()
-        self._last_trigger = -_DEBOUNCE  # monotonic time of the last event-triggered check
-        self._pending_until = 0.0
+        # Per host: monotonic time of the last event-triggered check, and until when one is due.
+        self._last_trigger: dict[str, float] = {}
+        self._pending_until: dict[str, float] = {}
 
     def start(self) -> None:
         """Start the scheduler, the HTTP server and the event listener (non-blocking; used by tests too)."""
@@ -55,14 +57,17 @@ class Runtime:
                 next_run_time=now,
                 misfire_grace_time=None,
             )
-        self.scheduler.add_job(
-            d.check_drift,
-            "interval",
-            seconds=cfg.drift_interval,
-            id="drift",
-            next_run_time=now,
-            misfire_grace_time=None,
-        )
+        # One drift check per host, each its own job: a host that hangs holds only its own check.
+        for host in d.backends.names():
+            self.scheduler.add_job(
+                d.check_drift,
+                "interval",
+                seconds=cfg.drift_interval,
+                kwargs={"host": host},
+                id=_drift_job(host),
+                next_run_time=now,
+                misfire_grace_time=None,
+            )
         d.trigger = self._trigger_poll
         d.alive_check = lambda: bool(self.scheduler.running)
         self.scheduler.start()
@@ -76,8 +81,12 @@ class Runtime:
 
         attach(self.scheduler, cfg, d.state, d.metrics)  # backups, restore drills, copies (issue 11)
         self.server = serve(d, d.metrics, host, port, http_auth=cfg.http_auth)
-        self._events_thread = threading.Thread(target=self._watch_events, name="docker-events", daemon=True)
-        self._events_thread.start()
+        for host in d.backends.names():
+            thread = threading.Thread(
+                target=self._watch_events, args=(host,), name=f"docker-events-{host}", daemon=True
+            )
+            thread.start()
+            self._events_threads.append(thread)
         logs.get().info(
             "daemon.started", listen=f"http://{host}:{self.server.port}/", apps=[a.name for a in cfg.apps]
         )
@@ -88,7 +97,7 @@ class Runtime:
             target=self.daemon.poll, args=(app,), kwargs={"trigger": "webhook"}, daemon=True
         ).start()
 
-    def _watch_events(self) -> None:
+    def _watch_events(self, host: str = DEFAULT_HOST) -> None:
         """Docker events (die, stop, health_status, update, network connect/disconnect) make the drift check
         run now; reconnect when dropped.
 
@@ -100,43 +109,43 @@ class Runtime:
         while not self.stop_event.is_set():
             try:
                 mine = f"{self.daemon.instance}/"
-                for event in self.daemon.converger.events(self.stop_event, since=since):
+                for event in self.daemon.backends.get(host).events(self.stop_event, since=since):
                     backoff = 1.0
                     since = _event_time(event, since)
                     # Another reconciler instance's containers (another state_dir) are not ours to check.
                     owner = ((event.get("Actor") or {}).get("Attributes") or {}).get(L.OWNER, mine)
                     if str(owner).startswith(mine):
-                        self._drift_now()
+                        self._drift_now(host)
             except DockerError as err:
-                logs.get().warning("docker.events_dropped", error=str(err))
-                self.daemon.docker_lost(str(err))
+                logs.get(host=host).warning("docker.events_dropped", error=str(err))
+                self.daemon.docker_lost(str(err), host)
                 since = since or time.time()
                 # Wait for the engine: each attempt is one observation, which also sets docker_up.
                 while not self.stop_event.wait(backoff):
                     backoff = min(backoff * 2, 30.0)
-                    if self.daemon.docker_answers():
-                        logs.get().info("docker.events_resumed")
-                        self._drift_now()
+                    if self.daemon.docker_answers(host):
+                        logs.get(host=host).info("docker.events_resumed")
+                        self._drift_now(host)
                         break
                 continue
             if self.stop_event.wait(backoff):
                 return
 
-    def _drift_now(self) -> None:
+    def _drift_now(self, host: str = DEFAULT_HOST) -> None:
         """Run the drift check soon: at once, or at most once per ``_DEBOUNCE`` seconds in a burst of
         events (a restart of a stack, a host booting), so a burst costs one or two checks, not dozens."""
         if self.stop_event.is_set():
             return
-        job = self.scheduler.get_job("drift")
+        job = self.scheduler.get_job(_drift_job(host))
         if job is None:
             return
         now = time.monotonic()
         with self._debounce_lock:
-            at = max(now, self._last_trigger + _DEBOUNCE)
-            if self._pending_until > now:
+            at = max(now, self._last_trigger.get(host, -_DEBOUNCE) + _DEBOUNCE)
+            if self._pending_until.get(host, 0.0) > now:
                 return  # a check is already due within the window: it will see this event too
-            self._last_trigger = at
-            self._pending_until = at
+            self._last_trigger[host] = at
+            self._pending_until[host] = at
         job.modify(next_run_time=datetime.now(UTC) + timedelta(seconds=at - now))
 
     def stop(self) -> None:
@@ -161,6 +170,11 @@ class Runtime:
             pass
         self.stop()
         return 0
+
+
+def _drift_job(host: str) -> str:
+    """The scheduler id of ``host``'s drift check ("drift" for the default host, as before hosts)."""
+    return "drift" if host == DEFAULT_HOST else f"drift:{host}"
 
 
 def _event_time(event: dict[str, Any], last: float | None) -> float | None:

@@ -1,4 +1,4 @@
-"""One serialized worker per environment, with a global limit on concurrent deploys.
+"""One serialized worker per environment, with a limit on concurrent deploys per host.
 
 Called by the daemon for every trigger (timer, webhook, CLI, self-heal). Per key (project name) at most one
 job runs; jobs submitted meanwhile coalesce into one pending job (the newest wins, so a burst of pushes
@@ -24,13 +24,17 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     # A job that is not preemptive (teardown, rollback) never cancels the running one.
     preempts: bool = True
+    # The host it works on: each host has its own workers, so jobs stuck on a slow host never hold
+    # another host's deploys.
+    host: str = ""
 
 
 class WorkQueue:
     """Per-key serialization + coalescing on top of a bounded thread pool."""
 
     def __init__(self, max_concurrent: int = 2) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(1, max_concurrent), thread_name_prefix="deploy")
+        self._max = max(1, max_concurrent)
+        self._pools: dict[str, ThreadPoolExecutor] = {}
         self._lock = threading.Lock()
         self._running: dict[str, Job] = {}
         self._pending: dict[str, Job] = {}
@@ -64,7 +68,11 @@ class WorkQueue:
 
     def _start(self, job: Job) -> None:
         self._running[job.key] = job
-        self._pool.submit(self._run, job)
+        pool = self._pools.get(job.host)
+        if pool is None:
+            name = f"deploy-{job.host}" if job.host else "deploy"
+            pool = self._pools[job.host] = ThreadPoolExecutor(max_workers=self._max, thread_name_prefix=name)
+        pool.submit(self._run, job)
 
     def _run(self, job: Job) -> None:
         # _done runs on the worker thread after the job, never inline under the submitter's lock
@@ -107,4 +115,6 @@ class WorkQueue:
             if cancel:
                 for job in self._running.values():
                     job.cancel.set()
-        self._pool.shutdown(wait=True)
+            pools = list(self._pools.values())
+        for pool in pools:
+            pool.shutdown(wait=True)

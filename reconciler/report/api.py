@@ -31,6 +31,7 @@ def environment_json(env: EnvironmentStatus) -> dict[str, Any]:
         "app": env.app,
         "environment": env.environment,
         "project": env.project,
+        "host": env.host,
         "branch": env.branch,
         "head_commit": env.head_commit,
         "deployed_commit": env.deployed_commit,

@@ -266,7 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _page(self) -> None:
         envs = self.view.environments()
-        page = render_page(envs, docker_up=self.view.docker_up(), generated_at=time.time())
+        page = render_page(
+            envs, docker_up=self.view.docker_up(), generated_at=time.time(), hosts_up=self.view.hosts_up()
+        )
         self._send(200, page.encode(), "text/html; charset=utf-8", {"Content-Security-Policy": _PAGE_CSP})
 
     def _metrics(self) -> None:

@@ -331,17 +331,18 @@ class _Collector:
 
     def describe(self) -> Iterable[Metric]:
         events = [family for metric in self._metrics._events for family in metric.describe()]
-        return [*events, *_state_families([], docker_up=False, limits={}), self._policy_family([])]
+        return [*events, *_state_families([], hosts_up={}, limits={}), self._policy_family([])]
 
     def collect(self) -> Iterable[Metric]:
         view = self._metrics._view
         envs = _unique(view.environments())
-        docker_up, limits = view.docker_up(), view.ephemeral_limits()
+        limits = view.ephemeral_limits()
+        hosts_up = view.hosts_up()
         self._metrics._observe_view(envs)
         families = [family for metric in self._metrics._events for family in metric.collect()]
         return [
             *families,
-            *_state_families(envs, docker_up=docker_up, limits=limits),
+            *_state_families(envs, hosts_up=hosts_up, limits=limits),
             self._policy_family(envs),
         ]
 
@@ -372,10 +373,11 @@ def _unique(envs: Iterable[EnvironmentStatus]) -> list[EnvironmentStatus]:
 
 
 def _state_families(
-    envs: list[EnvironmentStatus], *, docker_up: bool, limits: dict[str, int | None]
+    envs: list[EnvironmentStatus], *, hosts_up: dict[str, bool], limits: dict[str, int | None]
 ) -> Iterator[Metric]:
-    """The state gauges of issue 5, from a snapshot of the view."""
-    env_labels = ["app", "environment", "project"]
+    """The state gauges of issue 5, from a snapshot of the view; ``host`` is the name of the engine in
+    ``hosts:`` (never its address)."""
+    env_labels = ["app", "environment", "project", "host"]
     info = GaugeMetricFamily(
         "reconciler_environment_info",
         "Always 1: an environment, its branch and deployed commit ('' when nothing is deployed).",
@@ -419,11 +421,13 @@ def _state_families(
         "The app's `max` live previews; absent when unlimited.",
         labels=["app"],
     )
-    up = GaugeMetricFamily("reconciler_docker_up", "1 when the Docker Engine answers.")
+    up = GaugeMetricFamily(
+        "reconciler_docker_up", "1 when the host's Docker Engine answers its last call.", labels=["host"]
+    )
 
     previews: dict[str, int] = dict.fromkeys(limits, 0)
     for env in envs:
-        key = [env.app, env.environment, env.project]
+        key = [env.app, env.environment, env.project, env.host]
         info.add_metric([*key, env.branch, env.deployed_commit or ""], 1)
         out_of_sync.add_metric(key, 1 if env.sync is Sync.OUT_OF_SYNC else 0)
         health.add_metric([*key, str(env.health)], 1)
@@ -441,6 +445,7 @@ def _state_families(
     for app, limit in sorted(limits.items()):
         if limit is not None:
             ephemeral_max.add_metric([app], limit)
-    up.add_metric([], 1 if docker_up else 0)
+    for host, answers in sorted(hosts_up.items()):
+        up.add_metric([host], 1 if answers else 0)
     yield from (info, out_of_sync, health, service_drift, env_drift, last_success, suspended)
     yield from (ephemeral, ephemeral_max, up)

@@ -109,7 +109,7 @@ def _row(env: EnvironmentStatus) -> str:
         name += " " + _badge("preview", "info")
     if env.suspended:
         name += " " + _badge("suspended", "off")
-    name += f'<div class="sub">{_e(env.project)}</div>'
+    name += f'<div class="sub">{_e(env.project)} · host {_e(env.host)}</div>'
     if env.suspended and env.suspend_reason:
         name += f'<div class="sub">{_e(env.suspend_reason)}</div>'
     cells = [
@@ -135,8 +135,15 @@ def _by_app(envs: Iterable[EnvironmentStatus]) -> dict[str, list[EnvironmentStat
     return groups
 
 
-def render_page(envs: list[EnvironmentStatus], *, docker_up: bool, generated_at: float) -> str:
-    """The whole status page; ``generated_at`` (unix seconds) is shown as the time of the snapshot."""
+def render_page(
+    envs: list[EnvironmentStatus],
+    *,
+    docker_up: bool,
+    generated_at: float,
+    hosts_up: dict[str, bool] | None = None,
+) -> str:
+    """The whole status page; ``generated_at`` (unix seconds) is shown as the time of the snapshot.
+    With several hosts, each engine gets its own up/down badge."""
     head = (
         "<th>Environment</th><th>Branch</th><th>Sync</th><th>Health</th><th>Commit</th>"
         "<th>Last deploy</th><th>Drift</th><th>URL</th>"
@@ -149,7 +156,13 @@ def render_page(envs: list[EnvironmentStatus], *, docker_up: bool, generated_at:
             "</section>"
         )
     body = "".join(sections) or '<p class="none">No environments yet.</p>'
-    docker = _badge("Docker up", "ok") if docker_up else _badge("Docker down", "bad")
+    if hosts_up and len(hosts_up) > 1:
+        docker = " ".join(
+            _badge(f"{host} up", "ok") if up else _badge(f"{host} down", "bad")
+            for host, up in sorted(hosts_up.items())
+        )
+    else:
+        docker = _badge("Docker up", "ok") if docker_up else _badge("Docker down", "bad")
     out_of_sync = sum(1 for e in envs if e.out_of_sync)
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'

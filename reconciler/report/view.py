@@ -34,7 +34,11 @@ class DaemonView(Protocol):
         ...
 
     def docker_up(self) -> bool:
-        """Whether the Docker Engine answered the last call."""
+        """Whether every host's Docker Engine answered its last call."""
+        ...
+
+    def hosts_up(self) -> dict[str, bool]:
+        """Host name (in ``hosts:``) -> whether its engine answered its last call."""
         ...
 
     def alive(self) -> bool:
@@ -65,10 +69,12 @@ class StaticView:
         alive: bool = True,
         ephemeral_limits: dict[str, int | None] | None = None,
         webhook_apps: Iterable[WebhookApp] = (),
+        hosts_up: dict[str, bool] | None = None,
     ) -> None:
         self._lock = threading.Lock()
         self.envs: list[EnvironmentStatus] = list(environments)
         self.is_docker_up = docker_up
+        self.hosts: dict[str, bool] | None = hosts_up
         self.is_alive = alive
         self.limits: dict[str, int | None] = dict(ephemeral_limits or {})
         self.hooks: list[WebhookApp] = list(webhook_apps)
@@ -84,6 +90,9 @@ class StaticView:
 
     def docker_up(self) -> bool:
         return self.is_docker_up
+
+    def hosts_up(self) -> dict[str, bool]:
+        return dict(self.hosts) if self.hosts is not None else {"local": self.is_docker_up}
 
     def alive(self) -> bool:
         return self.is_alive

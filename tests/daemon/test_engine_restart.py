@@ -25,7 +25,7 @@ from tests.engines import (
 )
 
 pytestmark = pytest.mark.docker
-DOCKER_UP = ("reconciler_docker_up", ())
+DOCKER_UP = ("reconciler_docker_up", (("host", "local"),))
 
 
 class RemoteDaemon(Daemon):

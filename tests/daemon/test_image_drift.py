@@ -139,6 +139,7 @@ def test_retagged_image_is_reported_then_sync_recreates(
                     {
                         "app": "demo",
                         "environment": "production",
+                        "host": "local",
                         "project": project,
                         "service": "app",
                         "reason": "image",

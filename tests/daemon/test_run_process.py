@@ -139,11 +139,9 @@ def test_run_serves_status_metrics_webhooks_and_drift(
         assert cli_rows[p]["deployed_commit"] == api[p]["deployed_commit"]
         assert cli_rows[p]["sync"] == api[p]["sync"] == "Synced"
     m = d.metrics()
-    labels = (("app", "demo"), ("environment", "staging"), ("project", staging))
+    labels = (("app", "demo"), ("environment", "staging"), ("host", "local"), ("project", staging))
     assert m[("reconciler_environment_out_of_sync", labels)] == 0
-    assert (
-        m[("reconciler_environment_health", (*labels[:2], ("project", staging), ("status", "Healthy")))] == 1
-    )
+    assert m[("reconciler_environment_health", (*labels, ("status", "Healthy")))] == 1
     page = d.get("/")
     assert prod in page and staging in page
 
@@ -157,6 +155,7 @@ def test_run_serves_status_metrics_webhooks_and_drift(
                 {
                     "app": "demo",
                     "environment": "staging",
+                    "host": "local",
                     "project": staging,
                     "service": "web",
                     "reason": "stopped",

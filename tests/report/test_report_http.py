@@ -21,6 +21,7 @@ API_KEYS = {
     "app",
     "environment",
     "project",
+    "host",
     "branch",
     "head_commit",
     "deployed_commit",
