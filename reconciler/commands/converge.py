@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from reconciler.spec import RenderedLike
 
 EXIT_PENDING = 2
-_SIGNS = {"create": "+", "recreate": "~", "start": ">", "remove": "-"}
+_SIGNS = {"create": "+", "recreate": "~", "update": "~", "start": ">", "remove": "-"}
 
 
 def main(args: argparse.Namespace) -> int:

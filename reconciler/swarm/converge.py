@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import labels as L
 from reconciler import logs, secrets
+from reconciler.engine import DockerEngine
 from reconciler.errors import ComposeError, ConfigError, DeployError, DockerError, Location
 from reconciler.names import validate_project_name
 from reconciler.swarm.engine import SwarmEngine
@@ -60,8 +61,10 @@ class SwarmConverger:
     """Observe, plan and converge compose projects as stacks on one Swarm (through a manager). Safe to
     share between threads."""
 
-    def __init__(self, engine: SwarmEngine, *, state_dir: str | os.PathLike[str] | None = None) -> None:
-        self._engine = engine
+    def __init__(self, engine: DockerEngine, *, state_dir: str | os.PathLike[str] | None = None) -> None:
+        """``engine``: a manager's; a plain DockerEngine (the daemon's per-host one) is used through a
+        SwarmEngine sharing its connection."""
+        self._engine = engine if isinstance(engine, SwarmEngine) else SwarmEngine.sharing(engine)
         self._state_dir = state_dir  # unused: configs and secrets live in the Swarm's raft store
         self._images: dict[str, str | None] = {}
         self._lock = threading.Lock()

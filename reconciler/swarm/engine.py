@@ -15,6 +15,14 @@ class SwarmEngine(DockerEngine):
     """``DockerEngine`` plus what a Swarm manager answers. Every service call sends or returns plain Engine
     API dicts (ServiceSpec, Task): the shapes docs.docker.com/engine/api documents."""
 
+    @classmethod
+    def sharing(cls, engine: DockerEngine) -> SwarmEngine:
+        """A SwarmEngine over ``engine``'s connection (its client, lock and ssh tunnel: the same attributes,
+        not copies, so a client made later by either is the other's too)."""
+        out = cls.__new__(cls)
+        out.__dict__ = engine.__dict__
+        return out
+
     def swarm_state(self) -> tuple[str, bool]:
         """(LocalNodeState, ControlAvailable) of the engine: ("active", True) on a manager."""
         info = self._do("read the engine's info", self._api.info)

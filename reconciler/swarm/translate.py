@@ -74,7 +74,7 @@ def stack_spec(
         VolumeDef(key, str((raw or {}).get("name") or f"{project}_{key}"), bool((raw or {}).get("external")))
         for key, raw in sorted((model.get("volumes") or {}).items())
     )
-    data = _data(project, model, stable, files or {}, environment)
+    data = _data(project, model, stable, files, environment)
     services = tuple(
         _service(project, key, svc or {}, model, stable, data, image_ids or {})
         for key, svc in sorted((model.get("services") or {}).items())
@@ -132,7 +132,7 @@ def _data(
     project: str,
     model: Mapping[str, Any],
     labels: Mapping[str, str],
-    files: Mapping[str, bytes],
+    files: Mapping[str, bytes] | None,
     environment: Mapping[str, str] | None,
 ) -> dict[str, DataDef]:
     """``"configs.KEY"``/``"secrets.KEY"`` -> the object, named ``{name}-{sha256[:12]}`` of its content."""
@@ -154,7 +154,9 @@ def _data(
                     )
             if key in values:
                 value = values[key]
-            elif where in files:
+            elif files is None and raw.get("file"):
+                value = b""  # a check only (``check_stack``): the file is read by the converger
+            elif files is not None and where in files:
                 value = files[where]
             else:
                 raise UnsupportedError(
@@ -571,6 +573,14 @@ def _endpoint(service: str, mode: Any, ports: Any) -> dict[str, Any]:
     if published:
         out["Ports"] = published
     return out
+
+
+def check_stack(
+    project: str, model: Mapping[str, Any], environment: Mapping[str, str] | None
+) -> tuple[str, ...]:
+    """Refuse what Swarm can't honour without reading a file or asking Docker (the deployer's checks before
+    anything changes); the names of the services."""
+    return tuple(s.key for s in stack_spec(project, model, files=None, environment=environment).services)
 
 
 def labelled(stack: StackSpec, labels: Mapping[str, str]) -> StackSpec:
