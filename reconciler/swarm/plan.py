@@ -30,15 +30,28 @@ class SwarmAction(StrEnum):
 
 
 @dataclass(frozen=True)
+class ServiceView:
+    service_entry: Mapping[str, Any]
+
+    @property
+    def labels(self) -> Mapping[str, str]:
+        return dict((self.service_entry.get("Spec") or {}).get("Labels") or {})
+
+
+@dataclass(frozen=True)
 class LiveStack:
     """A stack's services (``GET /services`` entries) and their tasks (``GET /tasks``)."""
 
     name: str
     services: tuple[Mapping[str, Any], ...] = ()
     tasks: tuple[Mapping[str, Any], ...] = ()
-    # Not containers: the daemon's checkout sweep reads ``containers`` and sweeps nothing when empty, which
-    # is right here (a task may still mount an older checkout tree).
-    containers: tuple[Any, ...] = ()
+
+    @property
+    def containers(self) -> tuple[ServiceView, ...]:
+        """The services, where the daemon reads a live stack's containers: whether anything runs, and the
+        checkout tree each one was deployed with (a service's tasks mount the tree of its last update, so
+        the checkout sweep keeps every tree a service names)."""
+        return tuple(ServiceView(s) for s in self.services)
 
     def service(self, name: str) -> Mapping[str, Any] | None:
         return next((s for s in self.services if (s.get("Spec") or {}).get("Name") == name), None)
