@@ -118,6 +118,18 @@ def test_swarm_production_follows_pushes_and_a_failed_update_is_rolled_back(
         assert web["UpdateStatus"]["State"] == "completed"
         poll(lambda: _running_images(converger, web["ID"]) == [f"{APP}:v2"] * 2)
 
+        # Scaled by hand (`docker service scale`): a drift, with the counts.
+        spec = web["Spec"]
+        spec["Mode"] = {"Replicated": {"Replicas": 3}}
+        converger.engine.update_service(web["ID"], web["Version"]["Index"], spec)
+        daemon.check_drift()
+        status = next(s for s in daemon.environments() if s.project == project)
+        assert ("web", "config", "replicas 3, want 2") in {
+            (d.service, d.reason, d.detail) for d in status.drifts
+        }
+        _sync(daemon)  # a manual sync deploys the same commit again: back to 2 replicas
+        poll(lambda: len(_running_images(converger, web["ID"])) == 2)
+
         # A push whose image fails its healthcheck: Swarm rolls back; the deploy failed.
         bad = repo.commit("master", {"swarm.yml": _compose(f"{APP}:bad")})
         _sync(daemon)
