@@ -115,6 +115,13 @@ def _sync(args: argparse.Namespace) -> int:
         seen.add(s.project)
         seen.add(s.environment)
         outcome = daemon.outcome(s.project)
+        target = daemon.target(s.project)
+        moving = daemon.deployer.moving(target) if target is not None else ""
+        if outcome is None and moving:
+            print(f"{s.project}: waiting for a move at {(s.deployed_commit or '-')[:12]}")
+            print(f"  {moving}", file=sys.stderr)
+            failed = True
+            continue
         if outcome is None:
             print(f"{s.project}: up to date at {(s.deployed_commit or '-')[:12]}")
             continue

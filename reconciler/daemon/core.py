@@ -710,6 +710,11 @@ class Daemon:
             return self._outcomes.get(project)
 
     # -- targets for CLI commands ------------------------------------------------------------------
+    def target(self, project: str) -> Target | None:
+        """The live target of ``project`` (None: no environment has it now)."""
+        with self._lock:
+            return self._targets.get(project)
+
     def find_target(self, name: str) -> Target:
         """A project name or an environment name (unique across apps) → its target: a live one, or an
         environment with a fixed ``branch:`` as configured, so it can be suspended, resumed or read before

@@ -145,9 +145,10 @@ def test_a_host_going_down_leaves_the_other_hosts_environments_converging(
         assert cli(["sync", "-c", str(cfg), prod]) == 0
         wait_for(lambda: d.api()[prod]["deployed_commit"] == head, 60)
 
+        # Engine b is back: its preview (stopped with the engine, no restart policy) is observed again.
         start_engine(2)
         wait_for(lambda: d.metrics().get(up_b) == 1, 90)
-        wait_for(converged(preview), 120)
+        wait_for(lambda: any(x["reason"] == "stopped" for x in d.api()[preview]["drifts"]), 60)
     finally:
         if d.proc is not None and d.proc.poll() is None:
             d.stop(signal.SIGKILL)
@@ -196,6 +197,12 @@ def test_a_changed_host_waits_for_move_which_stops_the_old_stack_first(
     assert "reconciler move" in status.error
     assert moved.state.last_applied(prod) == deployed  # the push waits for the move
     assert set(containers(docker_client, prod)) == {"db", "migrate", "web"}
+
+    capsys.readouterr()
+    assert cli(["sync", "-c", str(cfg), prod]) == 1
+    out = capsys.readouterr()
+    assert f"{prod}: waiting for a move at {deployed[:12]}" in out.out
+    assert f"reconciler move -c FILE {prod} b" in out.err
 
     # `move` confirms only what the file says.
     assert cli(["move", "-c", str(cfg), prod, "local"]) == 1
