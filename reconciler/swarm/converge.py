@@ -209,6 +209,9 @@ class SwarmConverger:
         for svc in stack.services:
             if svc.ignored:
                 log.info("up.keys_ignored", service=svc.key, keys=list(svc.ignored), backend="swarm")
+        compose = self._engine.list_containers(name)
+        if compose:
+            raise _compose_running(name, compose)
         live = self.observe([name])[name]
         if not stack.services and not allow_empty:
             raise _empty_project(name, live)
@@ -529,6 +532,19 @@ def _empty_project(project: str, live: LiveStack) -> DeployError:
         f"{len(live.services)} service(s) of the stack are kept. Set `allow_empty: true` on the environment "
         "to let an empty project remove them",
         reason="EmptyProject",
+    )
+
+
+def _compose_running(project: str, containers: list[dict[str, Any]]) -> DeployError:
+    # Switching an environment from backend: compose to swarm moves nothing by itself: two copies would
+    # run (and fight over host ports). The operator takes the compose stack down first, keeping volumes.
+    names = sorted(str((c.get("Names") or ["?"])[0]).lstrip("/") for c in containers)
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return DeployError(
+        f"project {project!r} still has containers of a compose deploy on this engine ({shown}); nothing "
+        "was changed. Take the compose stack down first, keeping its volumes (`docker compose -p "
+        f"{project} down`, without -v), then deploy again (docs/swarm.md: moving from compose to swarm)",
+        reason="ComposeStackRunning",
     )
 
 

@@ -178,3 +178,20 @@ def test_empty_project_never_removes_a_stack(converger: SwarmConverger, stack: S
         converger.up(stack.write({"services": {}}), timeout=30, labels=LABELS, owner=OWNER)
     assert caught.value.reason == "EmptyProject"
     assert list(_services(converger, stack.name)) == [f"{stack.name}_web"]
+
+
+def test_a_compose_stack_of_the_same_project_stops_the_deploy(
+    converger: SwarmConverger, stack: Stack, swarm_client
+) -> None:
+    """Switching backend: compose -> swarm moves nothing by itself: a running compose stack is reported."""
+    container = swarm_client.create_container(
+        f"{APP}:v1", name=f"{stack.name}-web-1", labels={L.PROJECT: stack.name, L.SERVICE: "web"}
+    )
+    try:
+        with pytest.raises(DeployError) as caught:
+            converger.up(stack.write({"services": {"web": app()}}), timeout=30, labels=LABELS, owner=OWNER)
+        assert caught.value.reason == "ComposeStackRunning"
+        assert f"{stack.name}-web-1" in str(caught.value)
+        assert _services(converger, stack.name) == {}
+    finally:
+        swarm_client.remove_container(container["Id"], force=True)
