@@ -45,3 +45,12 @@ CONFIG_FIELDS: Final = f"{OURS}.config-fields"
 # `plan` recreates it (Compose does the same).
 JOINED: Final = f"{OURS}.joined"
 JOB: Final = f"{OURS}.job"  # "<app>/<environment>/<job>" on the one-off and scratch containers of a job
+# Docker Swarm stacks (backend: swarm). The namespace label is `docker stack deploy`'s own, so `docker stack
+# ps/services/rm NAME` work on what we create.
+STACK_NAMESPACE: Final = "com.docker.stack.namespace"
+# The hash of the whole service spec we sent (on the service), and of its task template (on the tasks'
+# containers): a rolling update is finished when every running task carries the task template's hash.
+SPEC_HASH: Final = f"{OURS}.spec-hash"
+TASK_HASH: Final = f"{OURS}.task-hash"
+# The image ID the service's tag resolved to on the manager when deployed: a tag rebuilt in place updates.
+IMAGE_ID: Final = f"{OURS}.image-id"

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from reconciler.spec import RenderedLike
 
 EXIT_PENDING = 2
-_SIGNS = {"create": "+", "recreate": "~", "start": ">", "remove": "-"}
+_SIGNS = {"create": "+", "recreate": "~", "update": "~", "start": ">", "remove": "-"}
 
 
 def main(args: argparse.Namespace) -> int:
@@ -67,7 +67,7 @@ def _plan_target(args: argparse.Namespace) -> int:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):  # printed once masked: a change's details may quote a value
         print(f"{target.project}: commit {resolved.commit[:12]} passes the policy of {target.env.key}")
-        plan = daemon.converger.plan(resolved)
+        plan = daemon.deployer.converger_for(target).plan(resolved)
         if args.format == "json":
             print(json.dumps(plan.to_dict(), indent=2))
         else:

@@ -440,8 +440,11 @@ class Deployer:
         """Everything that refuses a revision without touching Docker."""
         from reconciler.spec import project_spec
 
-        spec = project_spec(resolved)
-        if not spec.services and not target.env.allow_empty:
+        if target.env.backend == "swarm":
+            services = self._check_swarm(target, resolved)
+        else:
+            services = {s.name for s in project_spec(resolved).services}
+        if not services and not target.env.allow_empty:
             raise ComposeError(
                 f"commit {resolved.commit[:12]} renders a project with no services (every service "
                 "removed, or behind a profile): the running stack is kept",
@@ -449,7 +452,23 @@ class Deployer:
             )
         self._check_host_paths(target, resolved)
         self.check_policy(target, resolved)
-        _check_hook_services(target, {s.name for s in spec.services})
+        _check_hook_services(target, services)
+
+    @staticmethod
+    def _check_swarm(target: Target, resolved: Resolved) -> set[str]:
+        """backend: swarm refuses what Swarm can't honour (reconciler.swarm.keys), and hooks, which run
+        one-off containers next to the old stack."""
+        from reconciler.errors import ConfigError
+        from reconciler.swarm.translate import check_stack
+
+        hooks = target.env.hooks
+        if hooks.pre_deploy or hooks.post_deploy:
+            raise ConfigError(
+                f"environment {target.env.name!r}: hooks need backend: compose (backend: swarm runs no "
+                "one-off containers)",
+                hint="remove `hooks:` from the environment, or run the step as a service of the stack",
+            )
+        return set(check_stack(resolved.name, resolved.model, resolved.environment))
 
     def _check_host_paths(self, target: Target, resolved: Resolved) -> None:
         """A remote engine's binds name paths of its own machine: files of the checkout (and the secrets

@@ -64,6 +64,10 @@ def _values(model: Mapping[str, Any], kind: str, environment: Mapping[str, str] 
     return out
 
 
+# Public name for other backends (reconciler.swarm): same function.
+content_values = _values
+
+
 def _digest(value: bytes) -> str:
     return hashlib.sha256(value).hexdigest()
 

@@ -1,0 +1,158 @@
+"""End to end: a `backend: swarm` production with 2 replicas, deployed by `reconciler sync` from git pushes
+to a single-node Swarm (test engine 3): a start-first update, then a push whose image fails its healthcheck
+is rolled back by Swarm itself and shows as a failed deploy in status and metrics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from reconciler.commands.daemon import _daemon
+from reconciler.config import load_config
+from reconciler.status import Health, Result
+from reconciler.swarm.converge import SwarmConverger
+from tests.daemon.conftest import Repo
+from tests.engines import engine_url
+from tests.report.promtext import samples
+from tests.swarm.conftest import APP, SWARM_ENGINE, poll
+
+pytestmark = pytest.mark.docker
+
+
+def _compose(image: str) -> str:
+    service = {
+        "image": image,
+        "stop_grace_period": "1s",
+        "deploy": {
+            "replicas": 2,
+            "update_config": {"parallelism": 1, "delay": "0s", "order": "start-first", "monitor": "2s"},
+            "rollback_config": {"parallelism": 0, "monitor": "1s"},
+            "restart_policy": {"condition": "any", "delay": "1s"},
+        },
+    }
+    return yaml.safe_dump({"services": {"web": service}})
+
+
+def _config(tmp_path: Path, repo: Repo, project: str) -> Path:
+    doc = {
+        "state_dir": str(tmp_path / "state"),
+        "listen": "127.0.0.1:0",
+        "hosts": {"swarm": {"docker": engine_url(SWARM_ENGINE)}},
+        "apps": {
+            "demo": {
+                "repo": str(repo.bare),
+                "poll_interval": "1h",
+                "environments": {
+                    "production": {
+                        "branch": "master",
+                        "project": project,
+                        "compose": ["swarm.yml"],
+                        "host": "swarm",
+                        "backend": "swarm",
+                        "timeout": "90s",
+                    }
+                },
+            }
+        },
+    }
+    path = tmp_path / "environments.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _sync(daemon: Any) -> None:
+    """What `reconciler sync` does, in this process (so the metrics can be read afterwards)."""
+    for app in daemon.config.apps:
+        daemon.poll(app.name, trigger="sync", manual=True)
+    assert daemon.queue.wait_idle(240)
+
+
+def _web(converger: SwarmConverger, project: str) -> dict[str, Any]:
+    return next(s for s in converger.engine.list_services({}) if s["Spec"]["Name"] == f"{project}_web")
+
+
+def _running_images(converger: SwarmConverger, service_id: str) -> list[str]:
+    return sorted(
+        t["Spec"]["ContainerSpec"]["Image"].split("@")[0]
+        for t in converger.engine.list_tasks([service_id])
+        if t["DesiredState"] == "running" and t["Status"]["State"] == "running"
+    )
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return Repo(tmp_path)
+
+
+def test_swarm_production_follows_pushes_and_a_failed_update_is_rolled_back(
+    tmp_path: Path, repo: Repo, converger: SwarmConverger, swarm_url: str
+) -> None:
+    project = f"tsw{tmp_path.name[-6:].lower().replace('_', '')}"
+    cfg = _config(tmp_path, repo, project)
+    try:
+        repo.commit("master", {"swarm.yml": _compose(f"{APP}:v1")})
+        out = subprocess.run(
+            [sys.executable, "-m", "reconciler", "sync", "-c", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert f"{project}: success" in out.stdout
+        web = _web(converger, project)
+        assert _running_images(converger, web["ID"]) == [f"{APP}:v1"] * 2
+        assert web["Spec"]["Labels"]["com.docker.stack.namespace"] == project
+
+        # A push: a start-first rolling update to v2.
+        good = repo.commit("master", {"swarm.yml": _compose(f"{APP}:v2")})
+        daemon = _daemon(load_config(cfg), metrics=True)
+        _sync(daemon)
+        assert daemon.outcome(project).result is Result.SUCCESS, daemon.outcome(project).error
+        web = _web(converger, project)
+        assert web["Spec"]["UpdateConfig"]["Order"] == "start-first"
+        assert web["UpdateStatus"]["State"] == "completed"
+        poll(lambda: _running_images(converger, web["ID"]) == [f"{APP}:v2"] * 2)
+
+        # Scaled by hand (`docker service scale`): a drift, with the counts.
+        spec = web["Spec"]
+        spec["Mode"] = {"Replicated": {"Replicas": 3}}
+        converger.engine.update_service(web["ID"], web["Version"]["Index"], spec)
+        daemon.check_drift()
+        status = next(s for s in daemon.environments() if s.project == project)
+        assert ("web", "config", "replicas 3, want 2") in {
+            (d.service, d.reason, d.detail) for d in status.drifts
+        }
+        _sync(daemon)  # a manual sync deploys the same commit again: back to 2 replicas
+        poll(lambda: len(_running_images(converger, web["ID"])) == 2)
+
+        # A push whose image fails its healthcheck: Swarm rolls back; the deploy failed.
+        bad = repo.commit("master", {"swarm.yml": _compose(f"{APP}:bad")})
+        _sync(daemon)
+        outcome = daemon.outcome(project)
+        assert outcome.result in (Result.ROLLED_BACK, Result.FAILURE)
+        assert "rolled the update back" in outcome.error
+        web = _web(converger, project)
+        assert web["UpdateStatus"]["State"] == "rollback_completed"
+        poll(lambda: _running_images(converger, web["ID"]) == [f"{APP}:v2"] * 2)
+
+        daemon.check_drift()
+        status = next(s for s in daemon.environments() if s.project == project)
+        assert status.failed_commit == bad
+        assert status.deployed_commit == good
+        assert status.health is Health.HEALTHY
+        assert "rolled the update back" in status.error
+        assert daemon.metrics is not None
+        text = daemon.metrics.exposition()[0].decode()
+        results = {
+            ls["result"]: v
+            for ls, v in samples(text)["reconciler_reconcile_total"]
+            if ls["project"] == project
+        }
+        assert results.get("failure", 0) >= 1
+    finally:
+        converger.down(project, volumes=True)
