@@ -66,10 +66,9 @@ def make_converger(config: Config, host: HostConfig, backend: str) -> Any:
 
     engine = DockerEngine.for_host(host, state_dir=config.state_dir)
     if backend == "swarm":
-        import importlib
+        from reconciler.swarm.converge import SwarmConverger
 
-        swarm = importlib.import_module("reconciler.swarm.converge")
-        return swarm.SwarmConverger(engine, state_dir=config.state_dir)
+        return SwarmConverger(engine, state_dir=config.state_dir)
     from reconciler.converge import Converger
 
     return Converger(engine, state_dir=config.state_dir)
