@@ -7,6 +7,7 @@ Every ReconcilerError becomes one message on stderr and a non-zero exit: never a
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -186,7 +187,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    code = main()
+    # The process ends here. Its last full garbage collection would walk every object docker-py,
+    # structlog and the plans left behind (~30 ms, a tenth of a one-shot `sync`) only to free memory the
+    # OS takes back anyway. Frozen objects are skipped by it; reference counting still frees the rest,
+    # atexit handlers still run, and what must be closed closes by itself (the state database: ``State``).
+    gc.freeze()
+    sys.exit(code)
 
 
 if __name__ == "__main__":
