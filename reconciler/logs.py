@@ -10,11 +10,33 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, MutableMapping
-from typing import Any
-
-import structlog
+from typing import TYPE_CHECKING, Any
 
 from reconciler import secrets
+
+
+def _import_structlog() -> Any:
+    """structlog, imported without rich unless something already loaded rich.
+
+    structlog's console renderer picks rich for tracebacks whenever rich is importable, and rich costs
+    about 30 ms of every command's start-up (`reconciler sync` is timed whole against Compose). rich
+    is no dependency of ours (only of a test tool), so whether it is installed must not decide how we
+    log: the console renderer is given plain tracebacks explicitly, and JSON lines never used rich."""
+    blocked = "rich" not in sys.modules
+    if blocked:
+        sys.modules["rich"] = None  # type: ignore[assignment]  # None makes `import rich` fail fast
+    try:
+        import structlog as module
+    finally:
+        if blocked and sys.modules.get("rich", "") is None:
+            del sys.modules["rich"]  # others (import-linter) may still import rich later
+    return module
+
+
+if TYPE_CHECKING:
+    import structlog
+else:
+    structlog = _import_structlog()
 
 
 def configure(level: str = "info", *, json: bool | None = None) -> None:
@@ -26,7 +48,9 @@ def configure(level: str = "info", *, json: bool | None = None) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

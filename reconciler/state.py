@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -195,6 +196,9 @@ class State:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes
             self._db.execute("PRAGMA foreign_keys=ON")
+            # Closed at exit too when this State is only reachable through a reference cycle, which the
+            # CLI's exit leaves uncollected (``cli.entry``): SQLite then folds the WAL back in as before.
+            weakref.finalize(self, _close_at_exit, self._db, self._lock)
             self._migrate()
             self._db.execute(_JOB_RUNS)
             self._db.execute(_HOOK_RUNS)
@@ -719,3 +723,12 @@ def _record(r: Any) -> DeployRecord:
         trigger=r[10],
         rollback_of=r[11],
     )
+
+
+def _close_at_exit(db: sqlite3.Connection, lock: threading.RLock) -> None:
+    # A daemon thread stuck in a query at exit keeps the connection: better a WAL file left than a hang.
+    if lock.acquire(timeout=1.0):
+        try:
+            db.close()
+        finally:
+            lock.release()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,3 +256,23 @@ def test_concurrent_writes_from_threads_and_processes(tmp_path: Path) -> None:
     assert len(daemon.assignments("mrs")) == 6
     daemon.close()
     cli.close()
+
+
+def test_a_state_left_in_a_cycle_is_closed_at_exit(tmp_path: Path) -> None:
+    """The CLI's exit skips the last garbage collection (``cli.entry`` freezes the heap): a State only a
+    reference cycle holds is still closed, so SQLite folds its WAL back into the database."""
+    code = (
+        "import gc, sys\n"
+        "from pathlib import Path\n"
+        "from reconciler.state import State\n"
+        "state = State.open(Path(sys.argv[1]))\n"
+        "state.save_heads('app', {'main': 'a' * 40})\n"
+        "state.loop = state\n"  # a cycle: reference counting alone never frees it
+        "del state\n"
+        "gc.freeze()\n"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    assert (tmp_path / "state.db").exists()
+    assert not (tmp_path / "state.db-wal").exists()
+    with State.open(tmp_path) as reopened:
+        assert reopened.heads() == {"app": {"main": "a" * 40}}

@@ -66,9 +66,12 @@ def _daemon(cfg: Config, *, metrics: bool = False, owner: bool = False) -> Daemo
 
 
 def _run(args: argparse.Namespace) -> int:
+    import gc
+
     from reconciler.daemon.instance import DaemonLock
     from reconciler.daemon.runtime import Runtime
 
+    gc.enable()  # off for the CLI's start-up (``cli.entry``); a daemon runs long enough to need it
     cfg = _config(args)
     # Before anything else: a second daemon on the same state_dir must not act on the same stacks,
     # whatever port it listens on. The kernel drops the lock when this process dies.
