@@ -71,7 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     from reconciler.daemon.instance import DaemonLock
     from reconciler.daemon.runtime import Runtime
 
-    gc.enable()  # off for the CLI's start-up (``cli.entry``); a daemon runs long enough to need it
+    gc.set_threshold(700, 10, 10)  # Python's defaults: the CLI's start-up raised them (``cli.entry``)
     cfg = _config(args)
     # Before anything else: a second daemon on the same state_dir must not act on the same stacks,
     # whatever port it listens on. The kernel drops the lock when this process dies.
