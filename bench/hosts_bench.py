@@ -1,10 +1,11 @@
 """Several hosts (issue 12): a no-op cycle over 3 engines and 30 environments, and a host that hangs.
 
-    .venv/bin/python bench/hosts_bench.py [--per-host 10] [--rounds 15] [--hang 60]
+    .venv/bin/python bench/hosts_bench.py [--per-host 10] [--rounds 15] [--hang 60] [--latency-ms 0]
 
-Hosts: `a` the main engine, `b` and `c` test engines 7 and 8 (scripts/dockerd2.sh; `c` is reached through a
-proxy that can hold every request unanswered, standing in for a host that hangs). One app, one preview
-environment per host, ``--per-host`` branches each, every preview a one-service stack.
+Hosts: `a` the main engine, `b` and `c` test engines 7 and 8 (scripts/dockerd2.sh), each reached through a
+proxy process of its own (tests/dockerproxy.py) that adds ``--latency-ms`` to every request (a remote
+engine's round trip) and, for `c`, can hold every request unanswered (a host that hangs). One app, one
+preview environment per host, ``--per-host`` branches each, every preview a one-service stack.
 
 1. One no-op drift cycle (every host observed and every plan made), in-process: each host alone, the
    hosts one after another, and the daemon's cycle (hosts in parallel). Target: the cycle costs no more than
@@ -18,10 +19,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -80,7 +83,7 @@ def config(tmp: Path, bare: Path, urls: dict[str, str]) -> Path:
     envs = {
         f"on-{host}": {
             "branches": [f"{host}-*"],
-            "project": f"{PREFIX}-{{branch}}",
+            "project": f"{PREFIX}{host}-{{branch}}",
             "compose": ["compose.yaml"],
             "ephemeral": True,
             "host": host,
@@ -133,7 +136,59 @@ def cycle_bench(daemon: Any, rounds: int) -> dict[str, float]:
     return out
 
 
-def hang_bench(daemon: Any, proxy: DockerProxy, seconds: float) -> dict[str, Any]:
+class ProxyProcess:
+    """tests/dockerproxy.py in a process of its own (so it takes no GIL time from the daemon measured):
+    every request delayed by ``latency`` seconds; SIGUSR1 holds every request, SIGUSR2 lets them pass."""
+
+    def __init__(self, upstream: str, latency: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, __file__, "--serve-proxy", upstream, "--latency-ms", str(latency * 1000)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.url = self.proc.stdout.readline().strip()
+
+    def hang(self) -> None:
+        self.proc.send_signal(signal.SIGUSR1)
+
+    def release(self) -> None:
+        self.proc.send_signal(signal.SIGUSR2)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def serve_proxy(upstream: str, latency_ms: float) -> int:
+    proxy = DockerProxy(upstream=upstream).start()
+    if latency_ms > 0:
+        proxy.add(None, "", action="forward", before=lambda _r: time.sleep(latency_ms / 1000))
+    held: list[Any] = []
+
+    def hang(*_: Any) -> None:
+        held.append(proxy.hang(None, ""))
+        # Rules apply in order: the hang goes before the latency rule.
+        proxy.rules.insert(0, proxy.rules.pop())
+
+    def release(*_: Any) -> None:
+        while held:
+            proxy.remove(held.pop())
+
+    signal.signal(signal.SIGUSR1, hang)
+    signal.signal(signal.SIGUSR2, release)
+    print(proxy.url, flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        proxy.stop()
+    return 0
+
+
+def hang_bench(daemon: Any, proxy: ProxyProcess, seconds: float) -> dict[str, Any]:
     from reconciler.daemon.runtime import Runtime
 
     checks: dict[str, list[float]] = {"a": [], "b": [], "c": []}
@@ -149,14 +204,14 @@ def hang_bench(daemon: Any, proxy: DockerProxy, seconds: float) -> dict[str, Any
     runtime.start()
     try:
         time.sleep(3)  # a few checks of every host before the hang
-        rule = proxy.hang(None, "")
+        proxy.hang()
         hang_start = time.monotonic()
         polls = []
         while time.monotonic() - hang_start < seconds:
             polls.append(timed(daemon.poll, "bench"))
             time.sleep(2)
         hang_end = time.monotonic()
-        proxy.remove(rule)
+        proxy.release()
         time.sleep(3)
     finally:
         runtime.stop()
@@ -195,14 +250,19 @@ def main() -> int:
     parser.add_argument("--per-host", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--hang", type=float, default=60.0)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="added to every request to b and c")
+    parser.add_argument("--serve-proxy", metavar="UPSTREAM", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_proxy:
+        return serve_proxy(args.serve_proxy, args.latency_ms)
 
     from reconciler.commands.daemon import _daemon
     from reconciler.config import load_config
 
     direct = {"a": "unix:///var/run/docker.sock", **{h: engine(i) for h, i in ENGINES.items()}}
-    proxy = DockerProxy(upstream=direct["c"].removeprefix("unix://")).start()
-    urls = {**direct, "c": proxy.url}
+    proxies = {h: ProxyProcess(direct[h].removeprefix("unix://"), args.latency_ms / 1000) for h in ENGINES}
+    proxy = proxies["c"]
+    urls = {**direct, **{h: p.url for h, p in proxies.items()}}
     try:
         with tempfile.TemporaryDirectory(prefix="tbh") as tmp_name:
             tmp = Path(tmp_name)
@@ -216,12 +276,14 @@ def main() -> int:
             hang = hang_bench(daemon, proxy, args.hang)
             daemon.queue.shutdown(cancel=True)
     finally:
-        proxy.stop()
+        for p in proxies.values():
+            p.stop()
         cleanup(direct)
     load = Path("/proc/loadavg").read_text().split()[:3]
     n = 3 * args.per_host
     print(
-        f"### Hosts: 3 engines, {n} environments ({healthy} healthy), {datetime.now():%Y-%m-%d}, load {load}"
+        f"### Hosts: 3 engines, {n} environments ({healthy} healthy), {args.latency_ms:g} ms added per "
+        f"request to hosts b and c, {datetime.now():%Y-%m-%d}, load {load}"
     )
     print()
     print("| measurement | median | note |")

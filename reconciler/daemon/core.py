@@ -299,8 +299,9 @@ class Daemon:
     def _by_converger(self, targets: Collection[Target]) -> dict[tuple[str, str], list[Target]]:
         """Targets grouped by the (host, backend) whose converger observes them."""
         groups: dict[tuple[str, str], list[Target]] = {}
+        snap = self.state.snapshot()  # once: host_of per target would re-check the database each time
         for t in targets:
-            groups.setdefault((self.deployer.host_of(t), t.env.backend), []).append(t)
+            groups.setdefault((self.deployer.host_of(t, snap), t.env.backend), []).append(t)
         return groups
 
     def _reserved_names(self, app_name: str) -> set[str]:

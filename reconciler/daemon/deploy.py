@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from reconciler.daemon.hosts import Backends
     from reconciler.report.metrics import Metrics
     from reconciler.source import GitSource
-    from reconciler.state import State
+    from reconciler.state import Snapshot, State
 
 
 @dataclass(frozen=True)
@@ -160,13 +160,13 @@ class Deployer:
         return f"{self.instance}/{app}/"
 
     # -- hosts -------------------------------------------------------------------------------------
-    def host_of(self, target: Target) -> str:
+    def host_of(self, target: Target, snap: Snapshot | None = None) -> str:
         """The host ``target``'s stack runs on: the one recorded for it; a stack deployed before hosts
         existed runs on the default one; a new one goes where the configuration says."""
-        return self._host(target.project, target.env.host)
+        return self._host(target.project, target.env.host, snap)
 
-    def _host(self, project: str, configured: str) -> str:
-        snap = self.state.snapshot()
+    def _host(self, project: str, configured: str, snap: Snapshot | None = None) -> str:
+        snap = snap or self.state.snapshot()
         placed = snap.placements.get(project)
         if placed is not None:
             return placed
