@@ -286,6 +286,11 @@ class DockerEngine:
         """The ssh tunnel an ssh:// host's calls go through (None for other engines)."""
         return self._tunnel
 
+    def api_client(self) -> Any:
+        """docker-py's APIClient of this engine, for the one adapter that needs calls ``Engine`` lacks
+        (``reconciler.jobs.oneoff`` streams a job's stdin and stdout through attach)."""
+        return self._api
+
     @property
     def _api(self) -> Any:
         """The APIClient, connected on first use: making a DockerEngine never touches Docker."""

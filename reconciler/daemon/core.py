@@ -478,23 +478,26 @@ class Daemon:
             groups = {k: v for k, v in groups.items() if k[0] == host}
         if not groups:
             return
+        if len(groups) == 1:
+            ((key, group),) = groups.items()
+            self._timed_check(key[0], group)
+            return
+        threads = [
+            threading.Thread(target=self._timed_check, args=(key[0], group), name=f"drift-{key[0]}")
+            for key, group in groups.items()
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    def _timed_check(self, host: str, targets: list[Target]) -> None:
         started = time.monotonic()
         try:
-            if len(groups) == 1:
-                ((key, group),) = groups.items()
-                self._check_drift(key[0], group)
-            else:
-                threads = [
-                    threading.Thread(target=self._check_drift, args=(key[0], group), name=f"drift-{key[0]}")
-                    for key, group in groups.items()
-                ]
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
+            self._check_drift(host, targets)
         finally:
             if self.metrics is not None:
-                self.metrics.drift_check({t.app.name for t in targets}, time.monotonic() - started)
+                self.metrics.drift_check({t.app.name for t in targets}, time.monotonic() - started, host=host)
 
     def _check_drift(self, host: str, targets: list[Target]) -> None:
         converger = self.deployer.converger_for(targets[0])

@@ -7,16 +7,20 @@ Used by ``reconciler.jobs.runner``; never a host shell. Docker errors become ``D
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import socket
 import struct
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler import labels as L
 from reconciler.errors import DockerError
+
+if TYPE_CHECKING:
+    from reconciler.config.hosts import HostConfig
 
 Sink = Callable[[bytes], None]
 _STDOUT, _STDERR = 1, 2
@@ -39,11 +43,27 @@ class Finished:
 class Docker:
     """A thin docker-py adapter for jobs: a service's container, one-offs, execs, scratch servers."""
 
-    def __init__(self, timeout: float = 3600.0) -> None:
+    def __init__(
+        self,
+        timeout: float = 3600.0,
+        *,
+        host: HostConfig | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        """``host``: a ``hosts:`` entry with its own address (reached as the daemon reaches it: TLS, ssh
+        tunnel); None, or one without ``docker:``, is this process's DOCKER_HOST."""
         import docker
 
         try:
-            self.api = docker.from_env(timeout=int(timeout)).api
+            if host is not None and host.docker is not None:
+                from reconciler.engine import DockerEngine
+
+                engine = DockerEngine.for_host(host, state_dir=state_dir or ".", timeout=timeout)
+                self.api = engine.api_client()
+            else:
+                self.api = docker.from_env(timeout=int(timeout)).api
+        except DockerError:
+            raise
         except Exception as exc:  # docker-py raises DockerException, requests errors, OSError
             raise DockerError(f"cannot reach the Docker Engine: {exc}") from exc
         self.timeout = timeout

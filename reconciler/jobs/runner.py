@@ -7,6 +7,7 @@ environment's project lock, so it never overlaps a deploy or another job of the 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import signal
 import subprocess
@@ -23,6 +24,8 @@ from reconciler.jobs.restic import JobError, Restic, read_stream
 from reconciler.names import branch_slug
 
 _CHUNK = 256 * 1024
+# The host (a name of ``hosts:``) of the environment whose job this thread is running.
+_HOST: contextvars.ContextVar[str] = contextvars.ContextVar("job_host", default="local")
 _READY_TIMEOUT = 120.0
 
 
@@ -64,15 +67,20 @@ class JobRunner:
         if config.backups is None:
             raise ConfigError("jobs need the top-level `backups` repository", hint="see docs/environments.md")
         self.config = config
-        self._docker = docker
+        self._docker = docker  # a given adapter serves every host (tests)
+        self._dockers: dict[str, Docker] = {}
         self.restic = restic or Restic(config.backups)
         self._lock = lock
 
     @property
     def docker(self) -> Docker:
-        if self._docker is None:
-            self._docker = Docker()
-        return self._docker
+        """The adapter of the engine the running job's environment is on."""
+        if self._docker is not None:
+            return self._docker
+        host = _HOST.get()
+        if host not in self._dockers:
+            self._dockers[host] = Docker(host=self.config.hosts[host], state_dir=self.config.state_dir)
+        return self._dockers[host]
 
     def run(self, env: EnvConfig, job: JobConfig) -> JobOutcome:
         """Run ``job`` of ``env`` under its project lock; a failure is an outcome, never an exception."""
@@ -80,6 +88,7 @@ class JobRunner:
 
         project = project_of(env)
         lock = self._lock(project) if self._lock else project_lock(project)
+        _HOST.set(env.host)  # the job's one-offs and scratch servers run on its environment's engine
         try:
             with lock:  # type: ignore[attr-defined]
                 if job.kind == JobKind.BACKUP:

@@ -136,9 +136,9 @@ class Metrics:
         )
         self.drift_check_duration = Histogram(
             "reconciler_drift_check_duration_seconds",
-            "Time of one whole drift check (one container list, a plan per environment), observed once "
-            "for each app it covered.",
-            ["app"],
+            "Time of one host's whole drift check (one list call per object kind, a plan per environment), "
+            "observed once for each app it covered.",
+            ["app", "host"],
             buckets=CYCLE_BUCKETS,
             registry=None,
         )
@@ -243,11 +243,11 @@ class Metrics:
         """One whole poll of ``app`` (git listing, decisions, sweep) took ``duration`` seconds."""
         self.poll_duration.labels(app).observe(max(duration, 0.0))
 
-    def drift_check(self, apps: Iterable[str], duration: float) -> None:
-        """One drift check covering environments of ``apps`` took ``duration`` seconds: the check
-        is one container list for all of them, so its whole time is observed once per app."""
+    def drift_check(self, apps: Iterable[str], duration: float, *, host: str = "local") -> None:
+        """One drift check of ``host`` covering environments of ``apps`` took ``duration`` seconds: the
+        check is one listing for all of them, so its whole time is observed once per app."""
         for app in sorted(set(apps)):
-            self.drift_check_duration.labels(app).observe(max(duration, 0.0))
+            self.drift_check_duration.labels(app, host).observe(max(duration, 0.0))
 
     def webhook(self, provider: str, result: str) -> None:
         """One webhook request was answered with ``result`` (see WEBHOOK_RESULTS)."""
