@@ -241,3 +241,45 @@ def test_a_remote_host_refuses_binds_of_the_checkout(tmp_path: Path, repo: Repo,
     assert status.last_deploy is not None and status.last_deploy.result == "failure"
     error = status.last_deploy.error
     assert "host 'far'" in error and "./site" in error and "shared_fs: true" in error
+
+
+def test_move_refuses_while_the_old_host_does_not_answer(
+    tmp_path: Path,
+    repo: Repo,
+    docker_client: docker.DockerClient,
+    cleanup: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An outage of the old host is no verdict: `move` stops nothing, records nothing, and says how to go
+    on; the stack keeps running there."""
+    from tests.dockerproxy import DockerProxy
+
+    prefix = unique_prefix()
+    cleanup(prefix)
+    with DockerProxy() as proxy:
+        cfg = write_config(
+            tmp_path,
+            repo.bare,
+            prefix,
+            hosts={"old": {"docker": proxy.url}},
+            envs={
+                "production": {"host": "old"},
+                "staging": {"branch": "nope"},
+                "preview": {"branches": ["x-*"]},
+            },
+        )
+        daemon = _daemon(load_config(cfg))
+        sync_all(daemon)
+        prod = f"{prefix}-production"
+        assert daemon.state.placement(prod) == "old"
+        doc = yaml.safe_load(cfg.read_text())
+        doc["apps"]["demo"]["environments"]["production"]["host"] = "local"
+        cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+        before = {s: c.id for s, c in containers(docker_client, prod).items()}
+        capsys.readouterr()
+        with proxy.outage():
+            assert cli(["move", "-c", str(cfg), prod, "local"]) == 1
+            err = capsys.readouterr().err
+        assert f"cannot stop {prod} on host 'old'" in err and "--abandon" in err and "Traceback" not in err
+        assert daemon.state.placement(prod) == "old"
+        assert {s: c.id for s, c in containers(docker_client, prod).items()} == before
