@@ -3,6 +3,7 @@ that goes away is not an error in the log."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import socket
 import struct
@@ -11,10 +12,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import structlog
 from structlog.testing import capture_logs
 
 from reconciler.report import Metrics, ServerHandle, StaticView, serve
 from reconciler.report.http import _Handler, _Server
+
+
+@contextlib.contextmanager
+def http_logs() -> Iterator[list[dict[str, Any]]]:
+    """What the HTTP server logs meanwhile. Its module logger gets a fresh one made under capture_logs:
+    an earlier in-process command (`reconciler.cli.main`) configures structlog to cache loggers on first
+    use, after which capture_logs alone would see nothing."""
+    import reconciler.report.http as http_module
+
+    with capture_logs() as logs, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(http_module, "log", structlog.get_logger("reconciler.http"))
+        yield logs
 
 
 @pytest.fixture
@@ -125,7 +139,7 @@ def reset(sock: socket.socket) -> None:
 
 def test_client_going_away_is_not_an_error(server: ServerHandle) -> None:
     """A client resetting mid-request or mid-body is logged at debug at most: no error-level entry."""
-    with capture_logs() as logs:
+    with http_logs() as logs:
         for request in (
             b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n",
             b"POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"{" * 10,
@@ -147,7 +161,7 @@ def test_client_going_away_is_not_an_error(server: ServerHandle) -> None:
 
 def test_handle_error_sorts_client_errors_from_ours(server: ServerHandle) -> None:
     """The server's last-resort handler: a vanished client is debug, anything else an error with its trace."""
-    with capture_logs() as logs:
+    with http_logs() as logs:
         for error in (BrokenPipeError(), ConnectionResetError(), TimeoutError(), ValueError("bug")):
             try:
                 raise error
