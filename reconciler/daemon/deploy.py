@@ -392,6 +392,8 @@ class Deployer:
                 json.dumps(secrets.scrub_value(resolved.model), sort_keys=True),
             )
             log.info("deploy.start", trigger=trigger)
+            # 1b. a Swarm stack of this project still on the engine: containers beside it would be a copy
+            self._check_no_swarm_stack(target)
             # 2. the checkout moves to the new tree: containers created from now on mount it
             source.activate(checkout, checkout.parent / resolved.tree)
             activated = True
@@ -469,6 +471,34 @@ class Deployer:
                 hint="remove `hooks:` from the environment, or run the step as a service of the stack",
             )
         return set(check_stack(resolved.name, resolved.model, resolved.environment))
+
+    def _check_no_swarm_stack(self, target: Target) -> None:
+        """An environment switched from `backend: swarm` to compose moves nothing by itself: while the
+        engine runs the project's Swarm services, a compose deploy would start a second copy beside them
+        (the mirror of the swarm backend's ComposeStackRunning)."""
+        from reconciler.engine import DockerEngine
+
+        if target.env.backend != "compose":
+            return
+        engine = self.converger_for(target).engine
+        if not isinstance(engine, DockerEngine):
+            return  # an Engine of the tests' own: no Swarm behind it
+        from reconciler.swarm.engine import SwarmEngine
+
+        swarm = SwarmEngine.sharing(engine)
+        state, manager = swarm.swarm_state()
+        if state != "active" or not manager:
+            return  # services are only listed on a manager; a worker's tasks are its manager's business
+        services = swarm.list_services({L.STACK_NAMESPACE: target.project})
+        if services:
+            names = sorted(str(s.get("Spec", {}).get("Name", "?")) for s in services)
+            raise DeployError(
+                f"project {target.project!r} still runs as a Swarm stack on this engine "
+                f"({', '.join(names[:5])}{' and more' if len(names) > 5 else ''}); nothing was changed. "
+                f"Remove the stack first (`docker stack rm {target.project}` keeps its volumes), then "
+                "deploy again (docs/swarm.md: moving a stack)",
+                reason="SwarmStackRunning",
+            )
 
     def _check_host_paths(self, target: Target, resolved: Resolved) -> None:
         """A remote engine's binds name paths of its own machine: files of the checkout (and the secrets
@@ -808,8 +838,9 @@ def _check_hook_services(target: Target, services: set[str]) -> None:
 
 
 def _before_any_change(err: ReconcilerError) -> bool:
-    """A pre_deploy hook failed: it ran before any container of the stack changed."""
-    return isinstance(err, DeployError) and err.reason == "PreDeployHookFailed"
+    """A pre_deploy hook failed (it ran before any container of the stack changed), or the project still
+    runs as a Swarm stack (nothing was touched)."""
+    return isinstance(err, DeployError) and err.reason in ("PreDeployHookFailed", "SwarmStackRunning")
 
 
 def policy_error(commit: str, environment: str, violations: list[str]) -> PolicyError:

@@ -156,3 +156,56 @@ def test_swarm_production_follows_pushes_and_a_failed_update_is_rolled_back(
         assert results.get("failure", 0) >= 1
     finally:
         converger.down(project, volumes=True)
+
+
+def test_switching_back_to_compose_waits_for_the_swarm_stack_to_go(
+    tmp_path: Path, repo: Repo, converger: SwarmConverger, swarm_url: str
+) -> None:
+    """`backend: swarm` → `compose` while the stack runs: the compose deploy stops before any change
+    (no container beside the services), names the services, and is not rolled back; once the stack is
+    removed by hand, the next sync deploys the compose stack."""
+    project = f"tsb{tmp_path.name[-6:].lower().replace('_', '')}"
+    cfg = _config(tmp_path, repo, project)
+    try:
+        repo.commit("master", {"swarm.yml": _compose(f"{APP}:v1")})
+        _sync(_daemon(load_config(cfg)))
+        web = _web(converger, project)
+        doc = yaml.safe_load(cfg.read_text())
+        doc["apps"]["demo"]["environments"]["production"]["backend"] = "compose"
+        cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+        daemon = _daemon(load_config(cfg))
+        _sync(daemon)
+        status = next(s for s in daemon.environments() if s.project == project)
+        assert status.last_deploy is not None and status.last_deploy.result is Result.FAILURE
+        assert "still runs as a Swarm stack" in status.last_deploy.error
+        assert f"{project}_web" in status.last_deploy.error
+        engine = converger.engine
+        assert engine.list_containers(project) == []  # no compose container beside the services
+        assert _web(converger, project)["ID"] == web["ID"]
+        rollbacks = [r for r in daemon.state.history(project) if r.trigger == "rollback"]
+        assert rollbacks == []
+
+        converger.down(project)  # what `docker stack rm` does: services, networks, configs; volumes stay
+        poll(
+            lambda: (
+                not [
+                    c
+                    for c in engine.list_containers(None, {"com.docker.swarm.service.name": f"{project}_web"})
+                ]
+            ),
+            60,
+        )
+        daemon = _daemon(load_config(cfg))
+        _sync(daemon)
+        status = next(s for s in daemon.environments() if s.project == project)
+        assert status.health is Health.HEALTHY, status.error
+        # deploy.replicas: 2 is two containers under compose too
+        assert [c["Labels"]["com.docker.compose.service"] for c in engine.list_containers(project)] == [
+            "web"
+        ] * 2
+    finally:
+        converger.down(project, volumes=True)
+        from reconciler.converge import Converger
+
+        Converger(converger.engine).down(project, volumes=True)
